@@ -1,0 +1,37 @@
+# Two entry points (see README): `make book` and `make test`.
+# Both create or reuse .venv at the repository root and install the package in it.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed-stamp
+export PATH := $(BIN):$(PATH)
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: book test execute render check-book benchmark clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Execute every chapter notebook with papermill (in place), then render the book.
+book: execute render
+
+execute: $(STAMP)
+	$(BIN)/python -m eclip_core.book execute
+
+render: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+
+## The whole test suite: pytest over tests/ and nbval over every notebook.
+test: $(STAMP)
+	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env -p no:cacheprovider
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/bench_explain.py
+
+clean:
+	rm -rf _build

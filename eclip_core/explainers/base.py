@@ -1,0 +1,115 @@
+"""What every explainer shares: the result type, targets, scores and batched gradients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import EclipError, InputError
+
+
+@dataclass
+class Explanation:
+    """Maps for B inputs and K targets, with the scores that were explained.
+
+    ``maps``: (B, K, grid_h, grid_w) for the image branch, (B, K, tokens) for the text
+    branch. ``scores``: (B, K) cosine similarities of the forward pass the explainer
+    used. ``scores_original``: (B, K) the original model's cosine on the model's own
+    pipeline, where the explainer used another forward pass (reference mode).
+    """
+
+    maps: torch.Tensor
+    scores: torch.Tensor
+    method: str
+    mode: str = "faithful"
+    branch: str = "image"
+    scores_original: torch.Tensor | None = None
+    input_size: tuple[int, int] | None = None
+    token_mask: torch.Tensor | None = None  # (B, tokens) positions explained (text branch)
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def drift(self) -> torch.Tensor | None:
+        """``scores - scores_original`` where both exist."""
+        if self.scores_original is None:
+            return None
+        return self.scores - self.scores_original
+
+    def upsampled(self, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """(B, K, H, W) maps bilinearly upsampled to ``size`` (default: the explained input)."""
+        if self.branch != "image":
+            raise EclipError("only image maps can be upsampled")
+        size = size or self.input_size
+        b, k = self.maps.shape[:2]
+        up = F.interpolate(self.maps.flatten(0, 1)[:, None].float(), size=size, mode="bilinear",
+                           align_corners=False)
+        return up.reshape(b, k, *size)
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x, dim=-1)
+
+
+def cosine_scores(embedding: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B, K) cosine between B embeddings and K unit-norm targets."""
+    return unit(embedding) @ targets.to(embedding.dtype).T
+
+
+def cosine_cotangents(embedding: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(K, B, E): dS_bk/df_b for S = cos(f, t_k), computed in closed form.
+
+    dS/df = (t - S f/|f|) / |f| with t of unit norm: one matrix product for all targets
+    instead of one backward pass each.
+    """
+    norm = embedding.norm(dim=-1, keepdim=True)  # (B, 1)
+    f_hat = embedding / norm
+    t = targets.to(embedding.dtype)
+    s = f_hat @ t.T  # (B, K)
+    grad = (t[None] - s[..., None] * f_hat[:, None]) / norm[..., None]  # (B, K, E)
+    return grad.transpose(0, 1)
+
+
+def pullback(fn, leaf: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
+    """Vector-Jacobian products of ``fn`` at ``leaf`` for K cotangents at once.
+
+    ``fn`` maps ``leaf`` (B, ...) to (B, E); ``cotangents`` is (K, B, E); returns
+    (K, B, ...). With more targets than embedding dimensions the Jacobian (E
+    products) is formed once and contracted with the K cotangents, so the cost is
+    bounded by E small backward passes, never K.
+    """
+    leaf = leaf.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = fn(leaf)
+        k, b, e = cotangents.shape
+        if k <= e:
+            return torch.autograd.grad(out, leaf, cotangents, is_grads_batched=True)[0]
+        eye = torch.eye(e, dtype=out.dtype).unsqueeze(1).expand(e, b, e)
+        jac = torch.autograd.grad(out, leaf, eye, is_grads_batched=True)[0]  # (E, B, ...)
+    return torch.einsum("kbe,eb...->kb...", cotangents, jac)
+
+
+def minmax(x: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
+    """Rescale to [0, 1] along ``dim``; a constant row becomes all ones."""
+    lo = x.amin(dim=dim, keepdim=True)
+    span = x.amax(dim=dim, keepdim=True) - lo
+    return torch.where(span > eps, (x - lo) / span.clamp_min(eps), torch.ones_like(x))
+
+
+def check_finite(maps: torch.Tensor, method: str) -> torch.Tensor:
+    if not torch.isfinite(maps).all():
+        raise EclipError(f"{method} produced NaN or Inf values: refusing to return the map "
+                         f"(check the model's weights and the input)")
+    return maps
+
+
+def check_targets(targets: torch.Tensor, embed_dim: int) -> torch.Tensor:
+    """(K, E) unit-norm targets, or a clear error."""
+    if targets.ndim != 2 or targets.shape[1] != embed_dim:
+        raise InputError(f"target embeddings must be (K, {embed_dim}), got {tuple(targets.shape)}")
+    if targets.shape[0] == 0:
+        raise InputError("no targets to explain (K = 0)")
+    if not torch.isfinite(targets).all() or (targets.norm(dim=-1) == 0).any():
+        raise InputError("target embeddings contain NaN/Inf or a zero vector")
+    return unit(targets if targets.is_floating_point() else targets.float())

@@ -1,0 +1,77 @@
+"""Symbolic forms of the paper's derivations (sympy), used by the book and the tests.
+
+The score is an *undefined* function ``S`` of the CLS attention output, so nothing
+about the rest of the network is assumed: the identities hold for any weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+
+@dataclass
+class AttentionSymbols:
+    """Symbols of one attention layer's CLS row: N tokens, H heads, d channels per head."""
+
+    A: sp.Matrix  # (H, N) attention probabilities of the CLS query
+    v: sp.Matrix  # (N, H*d) values, head h owning channels h*d .. h*d+d-1
+    lam: tuple  # loosened spatial term per token
+    o: list  # the CLS attention output, one expression per channel
+    w: list  # dS/do_c, evaluated at o
+    score: sp.Expr  # S(o)
+
+
+def attention_symbols(n_tokens: int = 3, heads: int = 2, head_dim: int = 2) -> AttentionSymbols:
+    width = heads * head_dim
+    A = sp.Matrix(heads, n_tokens, lambda h, i: sp.Symbol(f"A^{h}_{{0{i}}}"))
+    v = sp.Matrix(n_tokens, width, lambda i, c: sp.Symbol(f"v_{{{i},{c}}}"))
+    lam = sp.symbols(f"lambda_0:{n_tokens}")
+    o = [sum(A[c // head_dim, i] * v[i, c] for i in range(n_tokens)) for c in range(width)]
+    dummies = sp.symbols(f"o_0:{width}")
+    S = sp.Function("S")
+    w = [sp.diff(S(*dummies), dummies[c]).subs(dict(zip(dummies, o))) for c in range(width)]
+    return AttentionSymbols(A, v, lam, o, w, S(*o))
+
+
+def grad_eclip_term(s: AttentionSymbols, i: int, loosened: bool = True) -> sp.Expr:
+    """lambda_i * sum_c w_c v_{i,c}: Grad-ECLIP's pre-ReLU value at token i."""
+    term = sum(s.w[c] * s.v[i, c] for c in range(s.v.shape[1]))
+    return s.lam[i] * term if loosened else term
+
+
+def attention_eclip_term(s: AttentionSymbols, i: int, loosened: bool = True) -> sp.Expr:
+    """lambda_i * sum_h dS/dA^h_{0,i}: Attention-ECLIP's pre-ReLU value at token i."""
+    term = sum(sp.diff(s.score, s.A[h, i]) for h in range(s.A.shape[0]))
+    return s.lam[i] * term if loosened else term
+
+
+def equivalence_residuals(n_tokens: int = 3, heads: int = 2, head_dim: int = 2,
+                          loosened: bool = True) -> list[sp.Expr]:
+    """Simplified Grad-ECLIP minus Attention-ECLIP at every patch token (all 0 if the claim holds)."""
+    s = attention_symbols(n_tokens, heads, head_dim)
+    return [sp.simplify((grad_eclip_term(s, i, loosened) - attention_eclip_term(s, i, loosened)).doit())
+            for i in range(1, n_tokens)]
+
+
+def mismatched_residual(n_tokens: int = 3, heads: int = 2, head_dim: int = 2) -> sp.Expr:
+    """A control that must NOT vanish: the gradients paired with another token's values."""
+    s = attention_symbols(n_tokens, heads, head_dim)
+    wrong = sum(s.w[c] * s.v[2, c] for c in range(s.v.shape[1]))
+    return sp.simplify((wrong - attention_eclip_term(s, 1, loosened=False)).doit())
+
+
+def one_head_logits(width: int = 4, heads: int = 2):
+    """CLS-to-token-j attention logits of H heads and of the one-head recompute.
+
+    Returns (per-head logits, one-head logit): the one head sums all channel products
+    under one softmax with scale 1/sqrt(D), whereas each head scales by 1/sqrt(D/H)
+    and normalises its own channels: another function of the same q and k.
+    """
+    q = sp.symbols(f"q_0:{width}")
+    k = sp.symbols(f"k_0:{width}")
+    d = width // heads
+    per_head = [sum(q[c] * k[c] for c in range(h * d, (h + 1) * d)) / sp.sqrt(d) for h in range(heads)]
+    one_head = sum(q[c] * k[c] for c in range(width)) / sp.sqrt(width)
+    return per_head, one_head

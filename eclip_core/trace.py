@@ -1,0 +1,284 @@
+"""A recorded forward pass of an open_clip CLIP, computed from the model's own parameters.
+
+This is the one module that knows open_clip's internals. It never modifies or
+monkey-patches the model: every block is re-run from its own submodules (``ln_1``,
+``ln_2``, ``mlp``, ``ls_1``, ``ls_2``, ``attn.out_proj``) and its attention from
+``attn.in_proj_weight`` / ``in_proj_bias``, so that q, k, v, the attention
+probabilities and the attention output exist as tensors that gradients can flow
+through. ``tests/test_trace.py`` checks that the record reproduces
+``model.encode_image`` / ``model.encode_text``.
+
+Two departures of the published Grad-ECLIP code can be requested here, explicitly:
+``heads=1`` in a block (its one-head recompute over the full width) and a patch grid
+other than the model's own (bicubic interpolation of the positional embeddings).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+from open_clip.transformer import ResidualAttentionBlock, TextTransformer, VisionTransformer
+
+from .errors import InputError, UnsupportedModelError
+
+SUPPORTED = (
+    "open_clip CLIP models whose image tower is open_clip's VisionTransformer with "
+    "standard ResidualAttentionBlocks and class-token pooling (ViT-B-16, ViT-B-32, "
+    "ViT-L-14 and their variants, and the embedded eclip-shapes model)"
+)
+
+
+@dataclass
+class BlockRecord:
+    """What one transformer block computed. Shapes: B batch, H heads, T tokens, D width."""
+
+    x_in: torch.Tensor  # (B, T, D) block input
+    q: torch.Tensor  # (B, H, T, D/H) queries, before the 1/sqrt(d) scale
+    k: torch.Tensor  # (B, H, T, D/H)
+    v: torch.Tensor  # (B, H, T, D/H)
+    attn: torch.Tensor  # (B, H, T, T) attention probabilities
+    attn_out: torch.Tensor  # (B, T, D) concat_h A^h v^h, before the output projection
+    x_out: torch.Tensor  # (B, T, D) block output
+
+    @property
+    def heads(self) -> int:
+        return self.q.shape[1]
+
+
+@dataclass
+class Trace:
+    """A recorded forward pass of one tower."""
+
+    blocks: list[BlockRecord]
+    embedding: torch.Tensor  # (B, E) final embedding, not normalised
+    pool_index: torch.Tensor  # (B,) the token the embedding is read from (0 = CLS)
+    grid: tuple[int, int] | None = None  # patch grid (vision only)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def vision_tower(model) -> VisionTransformer:
+    """The model's image tower, or a clear error if eclip cannot trace it."""
+    visual = getattr(model, "visual", None)
+    if not isinstance(visual, VisionTransformer):
+        kind = type(visual).__name__ if visual is not None else type(model).__name__
+        raise UnsupportedModelError(
+            f"unsupported model: its image tower is {kind}, not a vision transformer "
+            f"(ResNet towers such as RN50 have no attention to explain); supported: {SUPPORTED}"
+        )
+    if visual.attn_pool is not None or visual.pool_type != "tok":
+        raise UnsupportedModelError(
+            f"unsupported model: image tower pools with {visual.pool_type!r} / an attention "
+            f"pooler, not the class token; supported: {SUPPORTED}"
+        )
+    for block in visual.transformer.resblocks:
+        _check_block(block)
+    return visual
+
+
+def text_tower(model):
+    """The object holding the text tower's modules (the CLIP itself, or its ``.text``)."""
+    tower = model if isinstance(model, CLIP) else getattr(model, "text", None)
+    if not isinstance(tower, (CLIP, TextTransformer)):
+        raise UnsupportedModelError(
+            f"unsupported model: {type(model).__name__} has no open_clip text transformer "
+            f"(Hugging Face text towers are not traced); supported: {SUPPORTED}"
+        )
+    if getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False):
+        raise UnsupportedModelError("unsupported text tower: class-token or padding-mask variants")
+    for block in tower.transformer.resblocks:
+        _check_block(block)
+    return tower
+
+
+def _check_block(block) -> None:
+    if not isinstance(block, ResidualAttentionBlock) or hasattr(block, "ln_1_kv"):
+        raise UnsupportedModelError(
+            f"unsupported transformer block {type(block).__name__}: eclip traces open_clip's "
+            f"standard ResidualAttentionBlock (nn.MultiheadAttention); supported: {SUPPORTED}"
+        )
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, T, D) -> (B, H, T, D/H)."""
+    return t.unflatten(-1, (heads, t.shape[-1] // heads)).transpose(1, 2)
+
+
+def merge_heads(t: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, d) -> (B, T, H*d)."""
+    return t.transpose(1, 2).flatten(2)
+
+
+def qkv(block, x: torch.Tensor, heads: int):
+    """Queries, keys and values of ``block`` for input ``x``, split into ``heads`` heads."""
+    z = block.ln_1(x)
+    q, k, v = F.linear(z, block.attn.in_proj_weight, block.attn.in_proj_bias).chunk(3, dim=-1)
+    return split_heads(q, heads), split_heads(k, heads), split_heads(v, heads)
+
+
+def attention_probs(q, k, attn_mask=None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + mask), per head."""
+    logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if attn_mask is not None:
+        logits = logits + attn_mask
+    return logits.softmax(dim=-1)
+
+
+def block_tail(block, x: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+    """Everything a block does after attention: projection, residual, MLP. Token-wise."""
+    y = x + block.ls_1(block.attn.out_proj(attn_out))
+    return y + block.ls_2(block.mlp(block.ln_2(y)))
+
+
+def run_block(block, x: torch.Tensor, heads: int | None = None, attn_mask=None) -> BlockRecord:
+    """Re-run one block from its parameters; ``heads`` other than the model's is a departure."""
+    heads = heads or block.attn.num_heads
+    if x.shape[-1] % heads:
+        raise InputError(f"width {x.shape[-1]} is not divisible into {heads} heads")
+    q, k, v = qkv(block, x, heads)
+    attn = attention_probs(q, k, attn_mask)
+    attn_out = merge_heads(attn @ v)
+    return BlockRecord(x, q, k, v, attn, attn_out, block_tail(block, x, attn_out))
+
+
+def run_blocks(blocks, x, attn_mask=None, heads: dict[int, int] | None = None):
+    """Run a stack of blocks, recording each; ``heads`` maps block index -> head count."""
+    heads = heads or {}
+    n = len(blocks)
+    records = []
+    for i, block in enumerate(blocks):
+        record = run_block(block, x, heads.get(i) or heads.get(i - n), attn_mask)
+        records.append(record)
+        x = record.x_out
+    return records
+
+
+# ----------------------------------------------------------------------------- vision
+
+
+def check_images(visual: VisionTransformer, images: torch.Tensor, any_size: bool = False):
+    """Refuse a tensor that is not (B, 3, H, W) at the model's resolution (or a patch multiple)."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise InputError(f"images must be a (B, 3, H, W) tensor, got shape {shape}")
+    if images.shape[0] == 0:
+        raise InputError("no images given (batch of size 0)")
+    size = tuple(images.shape[-2:])
+    ph, pw = visual.patch_size
+    if any_size:
+        if size[0] % ph or size[1] % pw or size[0] < ph or size[1] < pw:
+            raise InputError(f"image size {size} is not a positive multiple of the patch {ph}x{pw}")
+    elif size != tuple(visual.image_size):
+        raise InputError(
+            f"images are {size[0]}x{size[1]} but the model's pipeline is "
+            f"{visual.image_size[0]}x{visual.image_size[1]}; preprocess them with the model's "
+            f"own preprocess (or pass PIL images)"
+        )
+    if not torch.isfinite(images).all():
+        raise InputError("images contain NaN or Inf values")
+
+
+def interpolate_pos_embedding(visual: VisionTransformer, grid: tuple[int, int]) -> torch.Tensor:
+    """Positional embeddings for another patch grid (bicubic, align_corners=False), CLS kept."""
+    pos = visual.positional_embedding
+    if tuple(grid) == tuple(visual.grid_size):
+        return pos
+    gh, gw = visual.grid_size
+    patch = pos[1:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
+    patch = F.interpolate(patch, size=grid, mode="bicubic", align_corners=False)
+    return torch.cat([pos[:1], patch.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)])
+
+
+def embed_images(visual: VisionTransformer, images: torch.Tensor):
+    """Patch + class + positional embeddings, then ``ln_pre``: the first block's input."""
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))
+    grid = tuple(x.shape[-2:])
+    x = x.flatten(2).transpose(1, 2)
+    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1) + interpolate_pos_embedding(visual, grid).to(x.dtype)
+    return visual.ln_pre(x), grid
+
+
+def vision_readout(visual: VisionTransformer, block, x_cls, attn_out_cls) -> torch.Tensor:
+    """The image embedding from the last block's CLS input and CLS attention output.
+
+    In the last block nothing mixes tokens after attention, so this is the whole path
+    from the CLS attention output to the embedding: per-target gradients need only it.
+    """
+    y = visual.ln_post(block_tail(block, x_cls, attn_out_cls))
+    return y @ visual.proj if visual.proj is not None else y
+
+
+def trace_vision(model, images: torch.Tensor, *, last_block_heads: int | None = None,
+                 any_size: bool = False) -> Trace:
+    """Recorded forward pass of the image tower.
+
+    ``last_block_heads=1`` and ``any_size=True`` (grid from the image, interpolated
+    positional embeddings) are the published Grad-ECLIP departures; by default the
+    trace is the model's own forward pass and reproduces ``model.encode_image``.
+    """
+    visual = vision_tower(model)
+    check_images(visual, images, any_size=any_size)
+    x, grid = embed_images(visual, images)
+    heads = {-1: last_block_heads} if last_block_heads else None
+    blocks = run_blocks(visual.transformer.resblocks, x, heads=heads)
+    last = blocks[-1]
+    emb = vision_readout(visual, visual.transformer.resblocks[-1], last.x_in[:, 0], last.attn_out[:, 0])
+    return Trace(blocks, emb, torch.zeros(len(images), dtype=torch.long), grid)
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def text_pool_index(tower, tokens: torch.Tensor) -> torch.Tensor:
+    """The position the text embedding is read from, as open_clip pools it."""
+    pool = getattr(tower, "text_pool_type", None) or getattr(tower, "pool_type", "argmax")
+    if pool == "argmax":
+        return tokens.argmax(dim=-1)
+    if pool == "eos":
+        eos = getattr(tower, "text_eos_id", None) or getattr(tower, "eos_id")
+        return (tokens == eos).int().argmax(dim=-1)
+    if pool == "first":
+        return torch.zeros(len(tokens), dtype=torch.long)
+    if pool == "last":
+        return torch.full((len(tokens),), tokens.shape[1] - 1, dtype=torch.long)
+    raise UnsupportedModelError(f"unsupported text pooling {pool!r}")
+
+
+def check_tokens(tower, tokens: torch.Tensor) -> None:
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.dtype != torch.long:
+        raise InputError("text tokens must be a (B, context_length) tensor of token ids")
+    if tokens.shape[0] == 0:
+        raise InputError("no texts given")
+    ctx = tower.positional_embedding.shape[0]
+    if tokens.shape[1] > ctx:
+        raise InputError(f"token sequences of length {tokens.shape[1]} exceed the context length {ctx}")
+
+
+def trace_text(model, tokens: torch.Tensor, *, heads: dict[int, int] | None = None) -> Trace:
+    """Recorded forward pass of the text tower (causal mask), reproducing ``encode_text``.
+
+    ``heads`` maps a block index (negative counts from the end) to a head count other
+    than the model's: the published code's one-head recompute of the explained blocks.
+    """
+    tower = text_tower(model)
+    check_tokens(tower, tokens)
+    n = tokens.shape[1]
+    dtype = tower.token_embedding.weight.dtype
+    x = tower.token_embedding(tokens).to(dtype) + tower.positional_embedding[:n].to(dtype)
+    mask = tower.attn_mask[:n, :n].to(dtype) if tower.attn_mask is not None else None
+    blocks = run_blocks(tower.transformer.resblocks, x, mask, heads)
+    idx = text_pool_index(tower, tokens)
+    pooled = tower.ln_final(blocks[-1].x_out)[torch.arange(len(tokens)), idx]
+    proj = tower.text_projection
+    if proj is not None:
+        pooled = proj(pooled) if isinstance(proj, torch.nn.Linear) else pooled @ proj
+    return Trace(blocks, pooled, idx)

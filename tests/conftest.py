@@ -1,0 +1,53 @@
+"""Shared fixtures: random-init open_clip models with fixed seeds (no weights downloaded)."""
+
+import warnings
+
+import open_clip
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+def _random_model(name: str, seed: int = 0, **kwargs):
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return open_clip.create_model(name, pretrained=None, **kwargs).eval()
+
+
+@pytest.fixture(scope="session")
+def vit_b16():
+    """ViT-B-16, random init, seed 0, float32."""
+    return _random_model("ViT-B-16")
+
+
+@pytest.fixture(scope="session")
+def vit_b16_f64(vit_b16):
+    """The same weights in float64, for round-off-level comparisons."""
+    import copy
+
+    return copy.deepcopy(vit_b16).double()
+
+
+@pytest.fixture(scope="session")
+def tokenizer_b16():
+    return open_clip.get_tokenizer("ViT-B-16")
+
+
+@pytest.fixture(scope="session")
+def images_224():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(2, 3, 224, 224, generator=g)
+
+
+@pytest.fixture(scope="session")
+def one_head_clip():
+    """A small open_clip CLIP with one head per block: the published one-head recompute is exact."""
+    torch.manual_seed(0)
+    model = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=dict(image_size=224, patch_size=32, width=64, layers=2, head_width=64),
+        text_cfg=dict(context_length=16, vocab_size=64, width=32, heads=1, layers=1),
+    )
+    return model.eval()

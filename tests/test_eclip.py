@@ -1,0 +1,124 @@
+"""Grad-ECLIP equals Attention-ECLIP; reference mode is another model; K targets share one pass."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import eclip_core as ec
+from eclip_core.explainers.eclip import attention_eclip, grad_eclip, text_eclip
+
+
+def _targets(k, dim=512, dtype=torch.float64, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(k, dim, generator=g, dtype=dtype), dim=-1)
+
+
+@pytest.mark.parametrize("mode", ["faithful", "reference"])
+@pytest.mark.parametrize("loosened", [True, False])
+def test_image_routes_agree_in_float64(vit_b16_f64, images_224, mode, loosened):
+    x, t = images_224[:1].double(), _targets(3)
+    g, sg = grad_eclip(vit_b16_f64, x, t, mode=mode, loosened=loosened)
+    a, sa = attention_eclip(vit_b16_f64, x, t, mode=mode, loosened=loosened)
+    rel = ((g - a).abs().max() / g.abs().max()).item()
+    print(f"image {mode} loosened={loosened}: max|G-A|/max|G| = {rel:.2e}")
+    assert g.shape == (1, 3, 14, 14)
+    assert g.abs().max() > 0
+    assert rel <= 1e-10
+    assert torch.equal(sg, sa)
+
+
+@pytest.mark.parametrize("mode", ["faithful", "reference"])
+@pytest.mark.parametrize("loosened", [True, False])
+def test_text_routes_agree_in_float64(vit_b16_f64, tokenizer_b16, mode, loosened):
+    tokens = tokenizer_b16(["a dog on a mat", "two cats and a red car"])
+    t = _targets(3)
+    g, _, mask = text_eclip(vit_b16_f64, tokens, t, route="grad", mode=mode, loosened=loosened, n_blocks=4)
+    a, _, _ = text_eclip(vit_b16_f64, tokens, t, route="attention", mode=mode, loosened=loosened, n_blocks=4)
+    rel = ((g - a).abs().max() / g.abs().max()).item()
+    print(f"text {mode} loosened={loosened}: max|G-A|/max|G| = {rel:.2e}")
+    assert rel <= 1e-10
+    assert (g[~mask[:, None].expand_as(g)] == 0).all()  # only tokens between SOT and EOT
+    sums = g.sum(-1)
+    assert torch.all(((sums - 1).abs() < 1e-12) | (sums == 0))
+
+
+def test_image_routes_agree_in_float32(vit_b16, images_224):
+    t = _targets(4, dtype=torch.float32)
+    g, _ = grad_eclip(vit_b16, images_224, t)
+    a, _ = attention_eclip(vit_b16, images_224, t)
+    rel = ((g - a).abs().max() / g.abs().max()).item()
+    print(f"float32: max|G-A|/max|G| = {rel:.2e}")
+    assert rel <= 1e-5
+
+
+@pytest.mark.parametrize("method", ["grad_eclip", "attention_eclip"])
+def test_k_targets_in_one_call_equal_k_single_calls(vit_b16, images_224, method):
+    t = _targets(3, dtype=torch.float32)
+    together = ec.explain(vit_b16, images_224, t, method=method)
+    for k in range(3):
+        single = ec.explain(vit_b16, images_224, t[k:k + 1], method=method)
+        assert torch.allclose(together.maps[:, k], single.maps[:, 0], rtol=1e-5, atol=1e-7)
+        assert torch.allclose(together.scores[:, k], single.scores[:, 0], atol=1e-6)
+
+
+def test_more_targets_than_embedding_dims_uses_the_jacobian(vit_b16, images_224):
+    """K > E switches to contracting one Jacobian; the maps must not change."""
+    t = _targets(520, dtype=torch.float32)
+    many = ec.explain(vit_b16, images_224[:1], t, method="attention_eclip")
+    few = ec.explain(vit_b16, images_224[:1], t[[0, 257, 519]], method="attention_eclip")
+    assert torch.allclose(many.maps[:, [0, 257, 519]], few.maps, rtol=1e-4, atol=1e-7)
+
+
+def test_faithful_score_is_the_original_models(vit_b16, images_224):
+    t = _targets(3, dtype=torch.float32)
+    result = ec.explain(vit_b16, images_224, t, method="grad_eclip", mode="faithful")
+    with torch.no_grad():
+        original = F.normalize(vit_b16.encode_image(images_224), dim=-1) @ t.T
+    diff = (result.scores - original).abs().max().item()
+    print(f"faithful score vs original: {diff:.2e}")
+    assert diff <= 1e-5
+
+
+def test_reference_score_differs_on_vit_b16(vit_b16, images_224):
+    t = _targets(3, dtype=torch.float32)
+    result = ec.explain(vit_b16, images_224, t, method="grad_eclip", mode="reference")
+    assert result.scores_original is not None
+    drift = result.drift.abs().max().item()
+    print(f"reference vs original score drift on ViT-B-16 random init: {drift:.3e}")
+    # ten times the tolerance within which the faithful score matches the original
+    assert drift > 1e-4
+
+
+def test_reference_equals_original_for_one_head_model_at_native_size(one_head_clip):
+    model = one_head_clip
+    image = Image.fromarray((torch.rand(224, 224, 3, generator=torch.Generator().manual_seed(0))
+                             .mul(255).byte().numpy()))
+    from open_clip import image_transform
+
+    preprocess = image_transform(224, is_train=False)
+    t = _targets(2, dim=32, dtype=torch.float32)
+    result = ec.explain(model, [image], t, method="grad_eclip", mode="reference", preprocess=preprocess)
+    diff = result.drift.abs().max().item()
+    print(f"one-head model, 224x224 input: reference vs original drift {diff:.2e}")
+    assert diff <= 1e-5
+
+
+def test_reference_mode_explains_at_keep_size(vit_b16):
+    from open_clip import image_transform
+
+    image = Image.new("RGB", (480, 320), (120, 30, 200))
+    preprocess = image_transform(224, is_train=False)
+    t = _targets(1, dtype=torch.float32)
+    ref = ec.explain(vit_b16, image, t, method="grad_eclip", mode="reference", preprocess=preprocess)
+    own = ec.explain(vit_b16, image, t, method="grad_eclip", mode="faithful", preprocess=preprocess)
+    assert ref.maps.shape[-2:] == (20, 30)
+    assert own.maps.shape[-2:] == (14, 14)
+    assert ref.upsampled().shape[-2:] == (320, 480)
+
+
+def test_raw_qk_option_changes_the_loosened_term(vit_b16, images_224):
+    t = _targets(1, dtype=torch.float32)
+    a = ec.explain(vit_b16, images_224, t, method="grad_eclip", qk="out_proj").maps
+    b = ec.explain(vit_b16, images_224, t, method="grad_eclip", qk="raw").maps
+    assert not torch.allclose(a, b)

@@ -1,0 +1,27 @@
+"""The symbolic equivalence holds, and the derivation can tell a false claim apart."""
+
+import pytest
+import sympy as sp
+
+from eclip_core import symbolic
+
+
+@pytest.mark.parametrize("loosened", [True, False])
+def test_grad_eclip_minus_attention_eclip_simplifies_to_zero(loosened):
+    residuals = symbolic.equivalence_residuals(n_tokens=3, heads=2, head_dim=2, loosened=loosened)
+    assert len(residuals) == 2
+    assert all(r == 0 for r in residuals)
+
+
+def test_one_head_case_also_vanishes():
+    assert all(r == 0 for r in symbolic.equivalence_residuals(n_tokens=3, heads=1, head_dim=3))
+
+
+def test_mismatched_pairing_does_not_vanish():
+    assert symbolic.mismatched_residual() != 0
+
+
+def test_one_head_logit_is_not_a_head_logit():
+    per_head, one_head = symbolic.one_head_logits(width=4, heads=2)
+    assert all(sp.simplify(one_head - h) != 0 for h in per_head)
+    assert sp.simplify(one_head - sum(per_head) / sp.sqrt(2)) == 0
