@@ -17,7 +17,12 @@ from ..errors import InputError
 from ..images import keep_size_tensor, native_batch
 from ..trace import check_images, text_tower, vision_tower
 from .base import Explanation, check_finite, check_targets, cosine_scores, unit
+from .attention import attention_rollout, raw_attention
 from .eclip import attention_eclip, grad_eclip, text_eclip
+from .gae import gae
+from .gradcam import gradcam
+from .maskclip import maskclip
+from .rise import rise
 
 MODES = ("faithful", "reference")
 
@@ -44,6 +49,12 @@ register(Method("grad_eclip", grad_eclip, "Grad-ECLIP: dS/d(attention output) ap
 register(Method("attention_eclip", attention_eclip,
                 "Attention-ECLIP: dS/d(attention probabilities), summed over heads",
                 MODES, text_route="attention"))
+register(Method("attention", raw_attention, "raw self-attention of the last block (CLS row, mean over heads)"))
+register(Method("rollout", attention_rollout, "attention rollout (Abnar & Zuidema 2020)"))
+register(Method("gae", gae, "Generic Attention Explainability (Chefer et al. 2021), rollout over blocks"))
+register(Method("gradcam", gradcam, "Grad-CAM on the tokens entering the last block"))
+register(Method("maskclip", maskclip, "MaskCLIP-style dense similarity of value-path patch embeddings"))
+register(Method("rise", rise, "RISE: saliency from randomly masked forward passes"))
 
 
 def get_method(name: str, mode: str = "faithful") -> Method:

@@ -1,0 +1,33 @@
+"""Target-independent anchors: raw last-block attention and attention rollout."""
+
+from __future__ import annotations
+
+import torch
+
+from ..trace import trace_vision
+from .base import cosine_scores
+
+
+def _patch_maps(rows: torch.Tensor, grid, k: int) -> torch.Tensor:
+    """(B, T) CLS rows -> (B, K, gh, gw), the same map for every target."""
+    return rows[:, 1:].reshape(len(rows), 1, *grid).expand(-1, k, -1, -1).contiguous()
+
+
+def raw_attention(model, images, targets):
+    """CLS row of the last block's attention probabilities, mean over heads."""
+    with torch.no_grad():
+        tr = trace_vision(model, images)
+        rows = tr.blocks[-1].attn[:, :, 0].mean(1)
+    return _patch_maps(rows, tr.grid, len(targets)), cosine_scores(tr.embedding, targets)
+
+
+def attention_rollout(model, images, targets, *, start_block: int = 0):
+    """Abnar & Zuidema (2020): product over blocks of (mean_h A + I), rows renormalised."""
+    with torch.no_grad():
+        tr = trace_vision(model, images)
+        eye = torch.eye(tr.blocks[0].attn.shape[-1], dtype=tr.embedding.dtype)
+        joint = eye.expand(len(images), -1, -1)
+        for rec in tr.blocks[start_block:]:
+            a = rec.attn.mean(1) + eye
+            joint = (a / a.sum(-1, keepdim=True)) @ joint
+    return _patch_maps(joint[:, 0], tr.grid, len(targets)), cosine_scores(tr.embedding, targets)

@@ -1,0 +1,37 @@
+"""Generic Attention Explainability (Chefer et al., ICCV 2021) for the image tower."""
+
+from __future__ import annotations
+
+import torch
+
+from ..trace import trace_vision
+from .base import cosine_cotangents, cosine_scores
+
+#: Targets differentiated together in one batched backward pass (bounds memory).
+TARGET_CHUNK = 16
+
+
+def gae(model, images, targets, *, last_block_only: bool = False, logit_scale: float = 1.0):
+    """R <- R + mean_h ReLU(dS/dA^h * A^h) R from R = I over all blocks; map = CLS row.
+
+    ``last_block_only=True`` is the published Grad-ECLIP code's GAE baseline (no rollout
+    over blocks); ``logit_scale=100`` explains 100 * cos, the logit, as that code does.
+    """
+    with torch.enable_grad():
+        tr = trace_vision(model, images)
+        blocks = tr.blocks[-1:] if last_block_only else tr.blocks
+        attns = [b.attn for b in blocks]
+        cot = cosine_cotangents(tr.embedding, targets) * logit_scale  # (K, B, E)
+        grads = [[] for _ in blocks]
+        for start in range(0, len(targets), TARGET_CHUNK):
+            chunk = torch.autograd.grad(tr.embedding, attns, cot[start:start + TARGET_CHUNK],
+                                        retain_graph=True, is_grads_batched=True)
+            for store, g in zip(grads, chunk):
+                store.append(g)
+    b, _, t, _ = attns[0].shape
+    relevance = torch.eye(t, dtype=tr.embedding.dtype).expand(len(targets), b, t, t)
+    for attn, grad in zip(attns, grads):
+        cam = (torch.cat(grad) * attn.detach()).clamp_min(0).mean(2)  # (K, B, T, T)
+        relevance = relevance + cam @ relevance
+    maps = relevance[:, :, 0, 1:].transpose(0, 1).reshape(b, len(targets), *tr.grid)
+    return maps, cosine_scores(tr.embedding.detach(), targets)
