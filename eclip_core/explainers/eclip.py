@@ -17,9 +17,11 @@ with interpolated positional embeddings (the caller prepares that input).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..trace import (merge_heads, text_tower, trace_text, trace_vision, vision_readout,
+from ..trace import (Trace, merge_heads, text_tower, trace_text, trace_vision, vision_readout,
                      vision_tower)
 from .base import cosine_cotangents, cosine_scores, minmax, pullback, unit
 
@@ -43,9 +45,26 @@ def loosened_attention(block, q: torch.Tensor, k: torch.Tensor, qk: str = "out_p
 # ----------------------------------------------------------------------------- image
 
 
-def image_eclip(model, images: torch.Tensor, targets: torch.Tensor, *, route: str,
-                mode: str = "faithful", loosened: bool = True, qk: str = "out_proj"):
-    """(maps (B, K, gh, gw), scores (B, K)) of either route on the last vision block."""
+@dataclass
+class EclipParts:
+    """The pieces of the image-branch formula, before they are combined into a map."""
+
+    trace: Trace  # the forward pass that was differentiated
+    gradient: torch.Tensor  # (K, B, D) dS/do_0 (route "grad") or (K, B, H, T) dS/dA^h_0 ("attention")
+    contribution: torch.Tensor  # (K, B, N) sum_c w_c v_ic = sum_h dS/dA^h_0i, per patch
+    loosened: torch.Tensor | None  # (B, N) lambda, min-max normalised; None when dropped
+    scores: torch.Tensor  # (B, K) the cosines that were differentiated
+
+    def maps(self) -> torch.Tensor:
+        """(B, K, gh, gw) = ReLU(lambda * contribution)."""
+        c = self.contribution if self.loosened is None else self.loosened[None] * self.contribution
+        k, b, _ = c.shape
+        return c.clamp_min(0).transpose(0, 1).reshape(b, k, *self.trace.grid)
+
+
+def image_eclip_parts(model, images: torch.Tensor, targets: torch.Tensor, *, route: str,
+                      mode: str = "faithful", loosened: bool = True, qk: str = "out_proj") -> EclipParts:
+    """Either route on the last vision block, kept in pieces (see :class:`EclipParts`)."""
     visual = vision_tower(model)
     block = visual.transformer.resblocks[-1]
     reference = mode == "reference"
@@ -59,21 +78,26 @@ def image_eclip(model, images: torch.Tensor, targets: torch.Tensor, *, route: st
     if route == "attention":
         def from_attn_row(row):  # row: (B, H, T), the CLS row of A
             return vision_readout(visual, block, x_cls, merge_heads(row[:, :, None] @ v)[:, 0])
-        grad_a = pullback(from_attn_row, last.attn[:, :, 0], cot)  # (K, B, H, T)
-        contrib = grad_a.sum(2)[..., 1:]
+        grad = pullback(from_attn_row, last.attn[:, :, 0], cot)  # (K, B, H, T)
+        contrib = grad.sum(2)[..., 1:]
     elif route == "grad":
-        w = pullback(lambda o: vision_readout(visual, block, x_cls, o), last.attn_out[:, 0], cot)
-        contrib = torch.einsum("kbd,bnd->kbn", w, merge_heads(v)[:, 1:])
+        grad = pullback(lambda o: vision_readout(visual, block, x_cls, o), last.attn_out[:, 0], cot)
+        contrib = torch.einsum("kbd,bnd->kbn", grad, merge_heads(v)[:, 1:])
     else:
         raise ValueError(f"unknown route {route!r}")
 
+    lam = None
     if loosened:
         with torch.no_grad():
             lam = minmax(loosened_attention(block, merge_heads(last.q)[:, 0],
                                             merge_heads(last.k)[:, 1:], qk))
-        contrib = lam[None] * contrib
-    maps = contrib.clamp_min(0).transpose(0, 1).reshape(*contrib.shape[1::-1], *tr.grid)
-    return maps, cosine_scores(tr.embedding, targets)
+    return EclipParts(tr, grad, contrib, lam, cosine_scores(tr.embedding, targets))
+
+
+def image_eclip(model, images, targets, *, route: str, **options):
+    """(maps (B, K, gh, gw), scores (B, K)) of either route."""
+    parts = image_eclip_parts(model, images, targets, route=route, **options)
+    return parts.maps(), parts.scores
 
 
 def grad_eclip(model, images, targets, **options):
