@@ -91,7 +91,7 @@ def text_targets(model, tokenizer, texts) -> torch.Tensor:
         return check_targets(texts.to(_param(model).device), embed_dim(model)).to(_param(model).dtype)
     tokens = tokenize(tokenizer, texts).to(_param(model).device)
     with torch.no_grad():
-        return unit(model.encode_text(tokens))
+        return check_finite(unit(model.encode_text(tokens)), "the text tower", "text embeddings")
 
 
 def tokenize(tokenizer, texts) -> torch.Tensor:
@@ -106,7 +106,29 @@ def tokenize(tokenizer, texts) -> torch.Tensor:
             raise InputError(f"text #{i} is empty")
     if tokenizer is None:
         raise InputError("strings need the model's tokenizer: pass tokenizer= or a load_model() result")
-    return tokenizer(texts)
+    tokens = tokenizer(texts)
+    # Over-long texts are truncated by every open_clip-style tokenizer (the end-of-text
+    # token kept last): say so. Tokenize again with room to spare and compare lengths
+    # (the last non-padding position, the end-of-text token, gives the length).
+    import warnings
+
+    ctx = tokens.shape[-1]
+    pad = getattr(tokenizer, "pad_token_id", None) or 0
+    try:
+        full = tokenizer(texts, context_length=max(2 * ctx, ctx + 64))
+        positions = torch.arange(1, full.shape[-1] + 1)
+        lengths = ((full != pad) * positions).amax(dim=-1).tolist()
+        needed = [f" ({n}{'+' if n == full.shape[-1] else ''} tokens)" for n in lengths]
+    except Exception:  # a tokenizer without context_length=: a full last position may be cut
+        lengths = [ctx + 1 if row[-1] != pad else ctx for row in tokens.tolist()]
+        needed = [""] * len(lengths)
+    for i, (text, length) in enumerate(zip(texts, lengths)):
+        if length > ctx:
+            excerpt = text if len(text) <= 60 else text[:57] + "..."
+            warnings.warn(f"text #{i} {excerpt!r} is longer than the model's context length of "
+                          f"{ctx} tokens{needed[i]}: it is truncated to its first {ctx} tokens",
+                          stacklevel=3)
+    return tokens
 
 
 def _as_list(images):
@@ -159,7 +181,8 @@ def explain(model, images, texts, method: str = "attention_eclip", mode: str = "
     x, original = prepare_images(model, preprocess, images, mode)
     maps, scores = spec.fn(model, x, targets, mode=mode, **options) if len(spec.modes) > 1 \
         else spec.fn(model, x, targets, **options)
-    result = Explanation(check_finite(maps.detach(), method), scores.detach(), method, mode,
+    result = Explanation(check_finite(maps.detach(), method),
+                         check_finite(scores.detach(), method, "scores"), method, mode,
                          input_size=tuple(x.shape[-2:]))
     if mode == "reference" and original is not None:
         with torch.no_grad():
@@ -189,5 +212,18 @@ def explain_text(model, texts, images, method: str = "attention_eclip", mode: st
     targets = image_targets(model, preprocess, images)
     maps, scores, mask = text_eclip(model, tokens, targets, route=spec.text_route, mode=mode,
                                     n_blocks=n_blocks, **options)
-    return Explanation(check_finite(maps, method), scores, method, mode, branch="text",
-                       token_mask=mask, extras={"tokens": tokens})
+    words = [token_strings(tokenizer, row[m].tolist()) for row, m in zip(tokens, mask)]
+    return Explanation(check_finite(maps, method), check_finite(scores, method, "scores"),
+                       method, mode, branch="text",
+                       token_mask=mask, extras={"tokens": tokens, "words": words})
+
+
+def token_strings(tokenizer, ids: list[int]) -> list[str]:
+    """Readable strings of token ids, for open_clip's BPE tokenizer and word-level ones."""
+    vocab = getattr(tokenizer, "vocab", None)
+    if isinstance(vocab, (list, tuple)):
+        return [vocab[i] for i in ids]
+    decoder = getattr(tokenizer, "decoder", None)
+    if isinstance(decoder, dict):
+        return [decoder.get(i, "?").replace("</w>", "") for i in ids]
+    return [str(i) for i in ids]

@@ -90,6 +90,20 @@ def pullback(fn, leaf: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
     return torch.einsum("kbe,eb...->kb...", cotangents, jac)
 
 
+def pushforward(fn, leaf: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
+    """Jacobian-vector products of ``fn`` at ``leaf`` for N tangents at once (forward mode).
+
+    ``fn`` maps ``leaf`` (B, ...) to (B, E) and must broadcast over one extra leading
+    dimension; ``tangents`` is (N, B, ...); returns (N, B, E). The cost grows with N
+    (e.g. the patches), not with the number of targets.
+    """
+    import torch.autograd.forward_ad as fwAD
+
+    with torch.no_grad(), fwAD.dual_level():
+        dual = fwAD.make_dual(leaf.detach().expand_as(tangents).contiguous(), tangents)
+        return fwAD.unpack_dual(fn(dual)).tangent
+
+
 def minmax(x: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
     """Rescale to [0, 1] along ``dim``; a constant row becomes all ones."""
     lo = x.amin(dim=dim, keepdim=True)
@@ -97,11 +111,12 @@ def minmax(x: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
     return torch.where(span > eps, (x - lo) / span.clamp_min(eps), torch.ones_like(x))
 
 
-def check_finite(maps: torch.Tensor, method: str) -> torch.Tensor:
-    if not torch.isfinite(maps).all():
-        raise EclipError(f"{method} produced NaN or Inf values: refusing to return the map "
-                         f"(check the model's weights and the input)")
-    return maps
+def check_finite(values: torch.Tensor, method: str, what: str = "map") -> torch.Tensor:
+    """``values`` unchanged, or an error: NaN or Inf is never returned as an explanation."""
+    if not torch.isfinite(values).all():
+        raise EclipError(f"{method} produced NaN or Inf values in its {what}: refusing to return "
+                         f"them (check the model's weights and the input)")
+    return values
 
 
 def check_targets(targets: torch.Tensor, embed_dim: int) -> torch.Tensor:

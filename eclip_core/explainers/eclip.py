@@ -23,9 +23,14 @@ import torch
 
 from ..trace import (Trace, merge_heads, text_tower, trace_text, trace_vision, vision_readout,
                      vision_tower)
-from .base import cosine_cotangents, cosine_scores, minmax, pullback, unit
+from .base import cosine_cotangents, cosine_scores, minmax, pullback, pushforward, unit
 
 QK_CHOICES = ("out_proj", "raw")
+
+
+def merge_heads_last(t: torch.Tensor) -> torch.Tensor:
+    """(..., B, H, 1, d) -> (..., B, H*d): one query's attention output, heads concatenated."""
+    return t.squeeze(-2).flatten(-2)
 
 
 def loosened_attention(block, q: torch.Tensor, k: torch.Tensor, qk: str = "out_proj") -> torch.Tensor:
@@ -50,7 +55,7 @@ class EclipParts:
     """The pieces of the image-branch formula, before they are combined into a map."""
 
     trace: Trace  # the forward pass that was differentiated
-    gradient: torch.Tensor  # (K, B, D) dS/do_0 (route "grad") or (K, B, H, T) dS/dA^h_0 ("attention")
+    gradient: torch.Tensor  # (K, B, D) dS/do_0 ("grad") or (K, B, T) sum_h dS/dA^h_0t ("attention")
     contribution: torch.Tensor  # (K, B, N) sum_c w_c v_ic = sum_h dS/dA^h_0i, per patch
     loosened: torch.Tensor | None  # (B, N) lambda, min-max normalised; None when dropped
     scores: torch.Tensor  # (B, K) the cosines that were differentiated
@@ -76,10 +81,15 @@ def image_eclip_parts(model, images: torch.Tensor, targets: torch.Tensor, *, rou
     cot = cosine_cotangents(tr.embedding, targets)  # (K, B, E)
 
     if route == "attention":
-        def from_attn_row(row):  # row: (B, H, T), the CLS row of A
-            return vision_readout(visual, block, x_cls, merge_heads(row[:, :, None] @ v)[:, 0])
-        grad = pullback(from_attn_row, last.attn[:, :, 0], cot)  # (K, B, H, T)
-        contrib = grad.sum(2)[..., 1:]
+        def from_attn_row(row):  # row: (..., B, H, T), the CLS row of A
+            return vision_readout(visual, block, x_cls, merge_heads_last(row.unsqueeze(-2) @ v))
+        # forward mode: d f / d A^h_{0,i}, summed over heads, for every token i at once;
+        # the K targets then cost one (K, E) x (E, T) product
+        row = last.attn[:, :, 0]
+        tangents = torch.eye(row.shape[-1], dtype=row.dtype)[:, None, None, :].expand(-1, *row.shape)
+        jvp = pushforward(from_attn_row, row, tangents)  # (T, B, E)
+        grad = torch.einsum("kbe,tbe->kbt", cot, jvp)  # (K, B, T): sum_h dS/dA^h_{0,t}
+        contrib = grad[..., 1:]
     elif route == "grad":
         grad = pullback(lambda o: vision_readout(visual, block, x_cls, o), last.attn_out[:, 0], cot)
         contrib = torch.einsum("kbd,bnd->kbn", grad, merge_heads(v)[:, 1:])
