@@ -1,0 +1,474 @@
+"""The ``eclip`` command line: explain images, evaluate explainers, list what is available.
+
+    eclip explain photo.jpg --text "a red circle" --text "a blue square" -o out/
+    eclip explain photo.jpg --text "a red circle" --all-methods -o out/
+    eclip evaluate --n-images 32 --methods attention_eclip,grad_eclip --out results.csv
+    eclip methods
+
+Exit codes: 0 success, 1 bad input (a one-line ``eclip: error: ...`` on stderr), 2 bad
+usage (argparse). The default model is the embedded eclip-shapes CLIP: no download.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .errors import EclipError, InputError
+
+PROG = "eclip"
+DEFAULT_METHOD = "attention_eclip"
+
+
+# ============================================================================ helpers
+
+
+def _one_line(text: object, limit: int = 500) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe form of a text: ``"A red circle!"`` -> ``"a-red-circle"``."""
+    out = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
+    return out or "text"
+
+
+def _unique(names: Sequence[str]) -> list[str]:
+    """The names, with ``-2``, ``-3``... appended to repeats."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        candidate, n = name, seen.get(name, 0)
+        while candidate in out:
+            n += 1
+            candidate = f"{name}-{n + 1}"
+        seen[name] = n
+        out.append(candidate)
+    return out
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _method_list(value: str) -> list[str]:
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of method names")
+    return names
+
+
+def _make_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"cannot create output directory {str(path)!r}: a file of that name exists") from None
+    except OSError as err:
+        raise InputError(f"cannot create output directory {str(path)!r}: {err.strerror or err}") from None
+    return path
+
+
+def _load_bundle(args):
+    from .models import load_model
+
+    return load_model(args.model, args.pretrained, device=args.device)
+
+
+def _say(args, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(message, flush=True)
+
+
+# ============================================================================ methods
+
+
+def cmd_methods(args) -> int:
+    from .explainers import METHODS
+    from .models import DEFAULT_MODEL, available_models, model_info
+
+    rows = [(m.name, ",".join(m.modes), m.description) for m in METHODS.values()]
+    width = max(len(r[0]) for r in rows)
+    modes = max(len(r[1]) for r in rows)
+    print("Explainers (eclip explain --method NAME [--mode MODE]):")
+    for name, mode, description in rows:
+        print(f"  {name:<{width}}  {mode:<{modes}}  {description}")
+    if args.explainers_only:
+        return 0
+    print()
+    print(f"Models (eclip explain --model NAME [--pretrained TAG|PATH]; default {DEFAULT_MODEL}):")
+    infos = [model_info(name) for name in available_models()]
+    width = max(len(i.name) for i in infos)
+    print(f"  {'name':<{width}}  ViT  supported  note")
+    for info in infos:
+        if args.supported_only and not info.supported:
+            continue
+        print(f"  {info.name:<{width}}  {'yes' if info.vit else 'no ':<3}  "
+              f"{'yes' if info.supported else 'no':<9}  {info.note}".rstrip())
+    return 0
+
+
+# ============================================================================ explain
+
+
+def cmd_explain(args) -> int:
+    import numpy as np
+    import torch
+
+    from .explainers import METHODS, explain, get_method
+    from .images import load_image
+    from .viz import comparison_grid, input_image, overlay
+
+    if args.all_methods and args.method:
+        raise _UsageError("--method and --all-methods cannot be used together")
+    if args.all_methods:
+        methods = [m.name for m in METHODS.values() if args.mode in m.modes]
+        if not methods:
+            raise InputError(f"no registered method supports mode {args.mode!r}")
+    else:
+        methods = [get_method(args.method or DEFAULT_METHOD, args.mode).name]
+    texts = list(args.text)
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise InputError(f"--text #{i + 1} is empty")
+    for path in args.images:  # the cheap checks of every input before any work
+        _check_image_path(Path(path))
+    out = _make_dir(Path(args.output))
+    bundle = _load_bundle(args)
+    _, preprocess, _ = bundle
+    stems = _unique([Path(p).stem or "image" for p in args.images])
+    slugs = _unique([slug(t) for t in texts])
+    for path, stem in zip(args.images, stems):
+        image = load_image(path)  # one at a time: memory stays bounded by one image
+        grid_maps, grid_scores, view = {}, {}, None
+        for method in methods:
+            start = time.perf_counter()
+            result = explain(bundle, [image], texts, method=method, mode=args.mode)
+            seconds = time.perf_counter() - start
+            maps = result.maps[0].detach().float().cpu()  # (K, gh, gw), finite (checked by explain)
+            scores = result.scores[0].detach().float().cpu()
+            if not (torch.isfinite(maps).all() and torch.isfinite(scores).all()):
+                raise EclipError(f"{method} produced NaN or Inf values for {path}: refusing to write them "
+                                 f"(check the model's weights)")
+            if view is None:
+                view = (input_image(image, preprocess) if args.mode == "faithful"
+                        else input_image(image, size=result.input_size))
+            for k, (text, text_slug) in enumerate(zip(texts, slugs)):
+                base = f"{stem}__{text_slug}__{method}"  # stems may hold dots: no with_suffix
+                np.save(out / f"{base}.npy", maps[k].numpy())
+                if args.all_methods:
+                    continue
+                title = f'"{_short(text)}"\n{method} ({args.mode})   cos = {scores[k]:.3f}'
+                if result.scores_original is not None:
+                    title += f" (original model {float(result.scores_original[0, k]):.3f})"
+                fig = overlay(view, maps[k], title=title)
+                fig.savefig(out / f"{base}.png", dpi=args.dpi)
+                _say(args, f"wrote {out / base}.png  (cos {scores[k]:.3f}, {seconds:.2f} s)")
+            grid_maps[method], grid_scores[method] = maps, scores.tolist()
+        if args.all_methods:
+            grid = comparison_grid(view, grid_maps, texts, scores=grid_scores,
+                                   title=f"{Path(path).name}: {args.mode} mode")
+            target = out / f"{stem}__all-methods.png"
+            grid.savefig(target, dpi=args.dpi)
+            _say(args, f"wrote {target}  ({len(methods)} methods x {len(texts)} texts)")
+    return 0
+
+
+def _check_image_path(path: Path) -> None:
+    if path.is_dir():
+        raise InputError(f"cannot read image {str(path)!r}: it is a directory")
+    if not path.is_file():
+        raise InputError(f"cannot read image {str(path)!r}: no such file")
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ============================================================================ evaluate
+
+
+@dataclass
+class LabelledImage:
+    """An image from a folder with its label text: no objects, so no masks."""
+
+    image: object
+    caption: str
+    path: Path
+    objects: tuple = field(default_factory=tuple)
+
+
+def read_labels(images_dir: Path, labels: Path) -> list[LabelledImage]:
+    """``filename,label text`` rows (a header row and ``#`` comments allowed) -> images."""
+    from .images import load_image
+
+    if not images_dir.is_dir():
+        raise InputError(f"--images {str(images_dir)!r} is not a directory")
+    if not labels.is_file():
+        raise InputError(f"labels file {str(labels)!r}: no such file")
+    try:
+        lines = labels.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read labels file {str(labels)!r}: {_one_line(err)}") from None
+    items = []
+    for number, row in enumerate(csv.reader(lines), start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        if number == 1 and row[0].strip().lower() in ("filename", "file", "image", "path"):
+            continue
+        if len(row) < 2 or not ",".join(row[1:]).strip():
+            raise InputError(f"{labels.name} line {number}: expected 'filename,label text', "
+                             f"got {','.join(row)!r}")
+        name, text = row[0].strip(), ",".join(row[1:]).strip()
+        path = images_dir / name
+        if not path.is_file():
+            raise InputError(f"{labels.name} line {number}: no image {name!r} in {str(images_dir)!r}")
+        items.append(LabelledImage(load_image(path), text, path))
+    if not items:
+        raise InputError(f"labels file {str(labels)!r} lists no images")
+    return items
+
+
+def _check_method_specs(specs: Sequence[str]) -> list[str]:
+    from .explainers import get_method
+
+    for spec in specs:
+        name, _, mode = spec.partition(":")
+        get_method(name, mode or "faithful")
+    return list(specs)
+
+
+def evaluate_folder(bundle, items: Sequence[LabelledImage], methods: Sequence[str], *,
+                    steps: int = 32, seed: int = 0, rise_masks: int = 500, protocol: str = "ours",
+                    batch_size: int = 50, progress: bool = True):
+    """Deletion / insertion on labelled images (no masks, so no pointing game).
+
+    The target of each image is its label; the zero-shot top-1 is taken over every
+    distinct label. Same columns as :func:`eclip_core.metrics.evaluate` without the
+    localisation ones.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .explainers import explain, text_targets
+    from .images import native_batch
+    from .metrics import (DELETION_DIRECTION, INSERTION_DIRECTION, EvaluationTable, _mean,
+                          method_options, perturbation_curves)
+
+    model, preprocess, tokenizer = bundle
+    texts = list(dict.fromkeys(item.caption for item in items))
+    targets = text_targets(model, tokenizer, texts)
+    target_idx = [texts.index(item.caption) for item in items]
+    param = next(model.parameters())
+    images = native_batch([item.image for item in items], preprocess).to(param.device, param.dtype)
+    curve_batch = 256 if images.shape[-1] * images.shape[-2] <= 128 * 128 else 32
+    rows = []
+    for spec in tqdm(methods, desc="evaluate", disable=not progress):
+        name, _, mode = spec.partition(":")
+        mode = mode or "faithful"
+        options = method_options(name, rise_masks=rise_masks, seed=seed)
+        maps, seconds = [], 0.0
+        chunk = batch_size if mode == "faithful" else 1  # reference mode: each image at its size
+        for start in range(0, len(items), chunk):
+            stop = min(len(items), start + chunk)
+            x = images[start:stop] if mode == "faithful" else [i.image for i in items[start:stop]]
+            t = time.perf_counter()
+            e = explain(bundle, x, targets, method=name, mode=mode, **options)
+            seconds += time.perf_counter() - t
+            maps.append(e.maps.detach().cpu())
+        maps_t = torch.cat(maps)
+        target_maps = [maps_t[i, target_idx[i]] for i in range(len(items))]
+        curves = {}
+        for kind in ("deletion", "insertion"):
+            curves[kind] = perturbation_curves(model, images, target_maps, targets, target_idx,
+                                               kind=kind, preprocess=preprocess, steps=steps,
+                                               protocol=protocol, seed=seed, batch_size=curve_batch)
+        rows.append({
+            "method": spec,
+            "n": len(items),
+            "deletion_auc": _mean(c.auc_score for c in curves["deletion"]),
+            "insertion_auc": _mean(c.auc_score for c in curves["insertion"]),
+            "deletion_acc_auc": _mean(c.auc_correct for c in curves["deletion"]),
+            "insertion_acc_auc": _mean(c.auc_correct for c in curves["insertion"]),
+            "ms_per_image": 1000 * seconds / len(items),
+        })
+    notes = [DELETION_DIRECTION + "; " + INSERTION_DIRECTION,
+             f"target: each image's label; top-1 over the {len(texts)} distinct labels",
+             "no masks: no pointing game or energy in mask",
+             f"curves: protocol={protocol}, original model on its own input"]
+    return EvaluationTable(rows, title=f"Evaluation on {len(items)} labelled images, {len(texts)} labels",
+                           notes=notes, meta={"steps": steps, "protocol": protocol, "seed": seed,
+                                              "texts": texts})
+
+
+def cmd_evaluate(args) -> int:
+    from .explainers import METHODS
+
+    if (args.images is None) != (args.labels is None):
+        raise _UsageError("--images and --labels go together")
+    if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        raise _UsageError(f"--out must end in .csv or .json, got {args.out!r}")
+    try:
+        from .metrics import evaluate
+    except ImportError as err:
+        raise InputError(f"evaluate needs eclip_core.metrics, which cannot be imported: {err}") from None
+    methods = _check_method_specs(args.methods or [m.name for m in METHODS.values()])
+    if args.out is not None:
+        _make_dir(Path(args.out).parent)
+    bundle = _load_bundle(args)
+    progress = not args.quiet
+    if args.images is not None:
+        items = read_labels(Path(args.images), Path(args.labels))
+        table = evaluate_folder(bundle, items, methods, steps=args.steps, seed=args.seed,
+                                rise_masks=args.rise_masks, protocol=args.protocol, progress=progress)
+    else:
+        from . import shapes
+
+        scenes = shapes.eval_set(args.n_images, n_objects=args.n_objects)
+        table = evaluate(bundle, scenes, methods, steps=args.steps, seed=args.seed,
+                         rise_masks=args.rise_masks, protocol=args.protocol, progress=progress)
+    print(table)
+    if args.out is not None:
+        out = Path(args.out)
+        (table.to_json if out.suffix.lower() == ".json" else table.to_csv)(out)
+        print(f"wrote {out}")
+    return 0
+
+
+# ============================================================================ parser
+
+
+class _UsageError(Exception):
+    """A usage problem found after parsing: reported by argparse, exit code 2."""
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=None, metavar="NAME",
+                       help="open_clip architecture, e.g. ViT-B-16 (default: the embedded "
+                            "eclip-shapes model; see 'eclip methods')")
+    group.add_argument("--pretrained", default=None, metavar="TAG|PATH",
+                       help="open_clip pretrained tag (downloads if not cached: the only case in "
+                            "which eclip uses the network) or a checkpoint file (.safetensors, or a "
+                            "weights-only PyTorch file); without it an open_clip model is random")
+    group.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Explain what CLIP vision transformers look at, and judge the explainers.",
+        epilog="Exit codes: 0 success, 1 bad input, 2 bad usage. 'eclip COMMAND --help' for details.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    explain = sub.add_parser(
+        "explain", help="heat maps of images for texts",
+        description="Explain each IMAGE for each --text: an overlay PNG (map over the image the model "
+                    "saw, colour bar, cosine score in the title) and the raw map as .npy, named "
+                    "{image}__{text}__{method}.png/.npy. With --all-methods: one comparison grid per "
+                    "image (a row per text, a column per method) and every raw map.")
+    explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    explain.add_argument("--text", "-t", action="append", required=True, metavar="TEXT",
+                         help="a text to explain the image for (repeat for several)")
+    explain.add_argument("--method", "-m", default=None,
+                         help=f"explainer (default: {DEFAULT_METHOD}; see 'eclip methods')")
+    explain.add_argument("--mode", default="faithful", choices=("faithful", "reference"),
+                         help="faithful: the model's own forward pass (default); reference: the "
+                              "published Grad-ECLIP code's departures (keep-size input, one-head recompute)")
+    explain.add_argument("--all-methods", action="store_true",
+                         help="every registered method that supports --mode, in a comparison grid")
+    explain.add_argument("--output", "-o", required=True, metavar="OUT", help="output directory (created)")
+    explain.add_argument("--dpi", type=_positive_int, default=120, help="resolution of the PNGs (default 120)")
+    explain.add_argument("--quiet", "-q", action="store_true", help="do not list the files written")
+    _add_model_options(explain)
+    explain.set_defaults(func=cmd_explain, parser=explain)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="deletion / insertion / pointing game of explainers",
+        description="Evaluate explainers on N held-out scenes of the embedded shapes world (deletion "
+                    "and insertion AUCs, pointing game and energy in the ground-truth mask), or on a "
+                    "folder of images with a labels file (CSV 'filename,label text'; no masks, so no "
+                    "pointing game), and print a table.")
+    evaluate.add_argument("--n-images", "-n", type=_positive_int, default=32, metavar="N",
+                          help="number of shapes-world scenes (default 32)")
+    evaluate.add_argument("--n-objects", type=int, default=1, choices=(1, 2, 3),
+                          help="objects per scene (default 1; the target is the first object)")
+    evaluate.add_argument("--methods", type=_method_list, default=None, metavar="A,B,...",
+                          help="comma-separated methods, 'name:reference' for reference mode "
+                               "(default: every registered method)")
+    evaluate.add_argument("--images", default=None, metavar="DIR", help="a folder of images (with --labels)")
+    evaluate.add_argument("--labels", default=None, metavar="FILE",
+                          help="CSV of 'filename,label text' rows for --images")
+    evaluate.add_argument("--out", default=None, metavar="FILE", help="also write the table (.csv or .json)")
+    evaluate.add_argument("--steps", type=_positive_int, default=32,
+                          help="deletion / insertion steps (default 32)")
+    evaluate.add_argument("--protocol", default="ours", choices=("ours", "published"),
+                          help="perturbation schedule (default: ours; see eclip_core.metrics)")
+    evaluate.add_argument("--rise-masks", type=_positive_int, default=500, help="RISE masks (default 500)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of random baselines (default 0)")
+    evaluate.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_model_options(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate, parser=evaluate)
+
+    methods = sub.add_parser("methods", help="list explainers and models",
+                             description="List the registered explainers (name, modes, description) "
+                                         "and the models: the embedded one and every open_clip "
+                                         "architecture, marking the vision transformers eclip can trace.")
+    methods.add_argument("--supported-only", action="store_true", help="list only models eclip can explain")
+    methods.add_argument("--explainers-only", action="store_true", help="do not list models")
+    methods.set_defaults(func=cmd_methods, parser=methods)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (the console script exits with it)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version (0) or a usage error (2)
+        return int(done.code or 0) if not isinstance(done.code, str) else 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.func(args) or 0)
+        except _UsageError as err:
+            args.parser.print_usage(sys.stderr)
+            print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        except EclipError as err:
+            print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+            return 1
+        except OSError as err:  # output files and directories
+            where = f" {err.filename!r}" if getattr(err, "filename", None) else ""
+            print(f"{PROG}: error: {err.strerror or _one_line(err)}{where}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

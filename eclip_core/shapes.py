@@ -1,0 +1,359 @@
+"""A procedural world of coloured shapes, with ground-truth masks and captions.
+
+Every scene is an RGB image (64x64 by default) holding one to three objects on a
+low-contrast textured background (a tinted grey with a gradient, smooth blotches
+and pixel noise).  An object is a shape (``SHAPES``) painted in a colour
+(``COLOURS``) at a random size, position and rotation.  Objects overlap little:
+a placement is rejected when it would cover more than ``MAX_OVERLAP`` of either
+object's area.  For each object the scene keeps
+
+* its phrase, e.g. ``"red circle"``;
+* its ground-truth mask: the pixels where the object is *visible*, i.e. its
+  silhouette minus whatever later objects were drawn over it.
+
+The caption joins the phrases: ``"a red circle and a blue square"``.  The
+zero-shot prompts are ``"a {colour} {shape}"`` for every colour and shape,
+colour-major.
+
+Splits
+------
+Randomness always comes from :class:`numpy.random.SeedSequence` so that every
+scene or batch has its own independent stream:
+
+* training (:func:`train_stream`): batch ``b`` is drawn from
+  ``SeedSequence(TRAIN_SEED, spawn_key=(TRAIN_KEY, b))``;
+* evaluation (:func:`eval_set`): scene ``i`` is drawn from
+  ``SeedSequence(EVAL_SEED, spawn_key=(EVAL_KEY, n_objects_key, i))``.
+
+The entropies differ and so do the spawn keys, so the training stream and the
+held-out evaluation set never share a random stream.  Two evaluation sets are
+used: single-object scenes (class-balanced, cycling through every
+colour x shape pair) and multi-object scenes (two or three objects).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
+COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange", "white", "cyan")
+
+# Reference RGB of each colour; hues far apart so colour names are unambiguous.
+COLOUR_RGB: dict[str, tuple[int, int, int]] = {
+    "red": (215, 35, 35),
+    "green": (40, 175, 50),
+    "blue": (40, 70, 230),
+    "yellow": (240, 225, 40),
+    "purple": (150, 50, 190),
+    "orange": (250, 140, 20),
+    "white": (245, 245, 245),
+    "cyan": (40, 215, 225),
+}
+
+TRAIN_SEED = 20240611
+EVAL_SEED = 77001
+TRAIN_KEY = 0
+EVAL_KEY = 1
+
+MAX_OVERLAP = 0.08  # largest fraction of either object's area that may be covered
+MIN_RADIUS_FRAC = 0.11  # object radius range, as a fraction of the image side
+MAX_RADIUS_FRAC = 0.19
+_PLACEMENT_TRIES = 60
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    """One object of a scene: its shape, colour and visible mask (bool, H x W)."""
+
+    shape: str
+    colour: str
+    mask: np.ndarray
+
+    @property
+    def phrase(self) -> str:
+        return f"{self.colour} {self.shape}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A rendered image and its objects, in drawing order."""
+
+    image: Image.Image
+    objects: tuple[ShapeObject, ...]
+    named: tuple[int, ...] | None = None  # objects the caption names (default: all)
+
+    @property
+    def caption(self) -> str:
+        named = range(len(self.objects)) if self.named is None else self.named
+        return " and ".join(f"a {self.objects[i].phrase}" for i in named)
+
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        """(colour, shape) of every object."""
+        return tuple((obj.colour, obj.shape) for obj in self.objects)
+
+
+def prompts() -> list[str]:
+    """Every zero-shot prompt ``"a {colour} {shape}"``, colour-major."""
+    return [f"a {colour} {shape}" for colour, shape in prompt_labels()]
+
+
+def prompt_labels() -> list[tuple[str, str]]:
+    """(colour, shape) of each prompt of :func:`prompts`, in the same order."""
+    return [(colour, shape) for colour in COLOURS for shape in SHAPES]
+
+
+def caption_key(caption: str) -> frozenset[str]:
+    """Order-free identity of a caption: the set of its object phrases."""
+    parts = caption.split(" and ")
+    return frozenset(part[2:] if part.startswith("a ") else part for part in parts)
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def _regular_polygon(n: int, radius: float, angle: float) -> np.ndarray:
+    theta = angle + 2 * math.pi * np.arange(n) / n
+    return radius * np.stack([np.cos(theta), np.sin(theta)], axis=1)
+
+
+def _star(radius: float, angle: float) -> np.ndarray:
+    outer = _regular_polygon(5, radius * 1.25, angle)
+    inner = _regular_polygon(5, radius * 0.52, angle + math.pi / 5)
+    return np.stack([outer, inner], axis=1).reshape(10, 2)
+
+
+def _cross(radius: float, angle: float) -> np.ndarray:
+    arm, half = radius * 1.1, radius * 0.38
+    corners = np.array(
+        [(half, -half), (arm, -half), (arm, half), (half, half), (half, arm), (-half, arm),
+         (-half, half), (-arm, half), (-arm, -half), (-half, -half), (-half, -arm), (half, -arm)]
+    )
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    return corners @ rotation.T
+
+
+def shape_outline(shape: str, radius: float, angle: float) -> np.ndarray:
+    """Vertices (k, 2) of a shape centred at the origin; areas roughly comparable."""
+    if shape == "circle":
+        return _regular_polygon(40, radius, angle)
+    if shape == "square":
+        return _regular_polygon(4, radius * 1.2, angle + math.pi / 4)
+    if shape == "triangle":
+        return _regular_polygon(3, radius * 1.4, angle - math.pi / 2)
+    if shape == "star":
+        return _star(radius, angle)
+    if shape == "cross":
+        return _cross(radius, angle)
+    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+
+
+def _silhouette(vertices: np.ndarray, size: int) -> np.ndarray:
+    canvas = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(canvas).polygon([tuple(v) for v in vertices], fill=255)
+    return np.asarray(canvas) > 127
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A low-contrast, slightly tinted textured background, float (H, W, 3)."""
+    base = rng.uniform(55, 135) + rng.uniform(-10, 10, size=3)
+    direction = rng.uniform(0, 2 * math.pi)
+    ramp = np.linspace(-1, 1, size)
+    gradient = math.cos(direction) * ramp[None, :] + math.sin(direction) * ramp[:, None]
+    gradient *= rng.uniform(5, 20)
+    coarse = rng.normal(0, 7, size=(4, 4)).astype(np.float32)
+    blotches = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BILINEAR))
+    noise = rng.standard_normal(size=(size, size, 3), dtype=np.float32) * 4
+    return (base + (gradient + blotches)[..., None]).astype(np.float32) + noise
+
+
+def _place(rng: np.random.Generator, shape: str, size: int,
+           occupied: list[np.ndarray]) -> np.ndarray:
+    """A silhouette for ``shape`` that overlaps the already placed ones little."""
+    radius_range = (MIN_RADIUS_FRAC * size, MAX_RADIUS_FRAC * size)
+    for attempt in range(_PLACEMENT_TRIES):
+        shrink = 1.0 - 0.4 * attempt / _PLACEMENT_TRIES  # crowded scenes get smaller objects
+        radius = rng.uniform(*radius_range) * shrink
+        outline = shape_outline(shape, radius, rng.uniform(0, 2 * math.pi))
+        low = 1 - outline.min(axis=0)  # keep the whole shape inside the image
+        high = size - 2 - outline.max(axis=0)
+        silhouette = _silhouette(outline + rng.uniform(low, high), size)
+        area = silhouette.sum()
+        if area == 0:
+            continue
+        if all((silhouette & other).sum() <= MAX_OVERLAP * min(area, other.sum())
+               for other in occupied):
+            return silhouette
+    raise RuntimeError("could not place an object without overlap; use fewer objects")
+
+
+def render_objects(rng: np.random.Generator, labels: Sequence[tuple[str, str]],
+                   size: int = 64) -> Scene:
+    """Render a scene holding exactly the given (colour, shape) objects, in that order."""
+    pixels = _background(rng, size)
+    silhouettes: list[np.ndarray] = []
+    for colour, shape in labels:
+        if colour not in COLOUR_RGB:
+            raise ValueError(f"unknown colour {colour!r}; expected one of {COLOURS}")
+        silhouette = _place(rng, shape, size, silhouettes)
+        tint = np.asarray(COLOUR_RGB[colour], dtype=float) + rng.uniform(-12, 12, size=3)
+        shading = rng.normal(0, 3, size=(int(silhouette.sum()), 1))
+        pixels[silhouette] = tint + shading
+        silhouettes.append(silhouette)
+    image = Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), "RGB")
+    objects = []
+    for index, ((colour, shape), silhouette) in enumerate(zip(labels, silhouettes)):
+        visible = silhouette.copy()
+        for later in silhouettes[index + 1:]:
+            visible &= ~later
+        objects.append(ShapeObject(shape=shape, colour=colour, mask=visible))
+    return Scene(image=image, objects=tuple(objects))
+
+
+def sample_labels(rng: np.random.Generator, n_objects: int, *,
+                  colours: Sequence[str] | None = None,
+                  shapes: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """Draw ``n_objects`` distinct (colour, shape) pairs from the allowed pools."""
+    colour_pool = tuple(colours) if colours is not None else COLOURS
+    shape_pool = tuple(shapes) if shapes is not None else SHAPES
+    if n_objects > len(colour_pool) * len(shape_pool):
+        raise ValueError("more objects requested than distinct colour/shape pairs")
+    chosen: list[tuple[str, str]] = []
+    while len(chosen) < n_objects:
+        pair = (colour_pool[rng.integers(len(colour_pool))], shape_pool[rng.integers(len(shape_pool))])
+        if pair not in chosen:
+            chosen.append(pair)
+    return chosen
+
+
+def render_scene(rng: np.random.Generator, n_objects: int, size: int = 64, *,
+                 colours: Sequence[str] | None = None,
+                 shapes: Sequence[str] | None = None) -> Scene:
+    """Render a scene of ``n_objects`` random, distinct objects.
+
+    ``colours`` / ``shapes`` restrict the pools the objects are drawn from.
+    """
+    if not 1 <= n_objects <= 3:
+        raise ValueError("scenes hold 1 to 3 objects")
+    return render_objects(rng, sample_labels(rng, n_objects, colours=colours, shapes=shapes), size)
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def _scene_rng(entropy: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=key))
+
+
+def eval_set(n: int, n_objects: int | tuple[int, ...] = 1, seed: int = EVAL_SEED,
+             size: int = 64) -> list[Scene]:
+    """The held-out evaluation scenes.
+
+    With ``n_objects == 1`` the scenes cycle through every (colour, shape) pair,
+    so the set is class-balanced.  With a tuple, each scene draws its object
+    count from the tuple.
+    """
+    counts = (n_objects,) if isinstance(n_objects, int) else tuple(n_objects)
+    counts_key = int("".join(str(c) for c in sorted(counts)))  # separate stream per set kind
+    labels = prompt_labels()
+    scenes = []
+    for index in range(n):
+        rng = _scene_rng(seed, EVAL_KEY, counts_key, index)
+        if counts == (1,):
+            scenes.append(render_objects(rng, [labels[index % len(labels)]], size))
+        else:
+            count = int(counts[rng.integers(len(counts))])
+            scenes.append(render_scene(rng, count, size))
+    return scenes
+
+
+def binding_twins(rng: np.random.Generator, n_objects: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Two label lists with the same colours and shapes but bound differently.
+
+    Colours and shapes are all distinct; the twin passes each colour on to the
+    next object, so every object of the twin differs from every original object.
+    """
+    colours = [str(c) for c in rng.choice(COLOURS, size=n_objects, replace=False)]
+    shape_names = [str(s) for s in rng.choice(SHAPES, size=n_objects, replace=False)]
+    original = list(zip(colours, shape_names))
+    twin = list(zip(colours[1:] + colours[:1], shape_names))
+    return original, twin
+
+
+def train_batch(rng: np.random.Generator, batch_size: int, size: int = 64, *,
+                multi_fraction: float = 0.25, hard_fraction: float = 0.5,
+                hard_pool: int = 2, twin_fraction: float = 0.0,
+                partial_fraction: float = 0.0) -> list[Scene]:
+    """One training batch, with hard negatives.
+
+    * ``multi_fraction`` of the scenes hold 2-3 objects (captions name them all);
+      ``twin_fraction`` of those come as binding twins (:func:`binding_twins`):
+      two scenes with the same colours and shapes, differently paired;
+    * of the single-object scenes, ``hard_fraction`` come from a small pool of
+      ``hard_pool`` colours (any shape) or ``hard_pool`` shapes (any colour), so
+      many captions in the batch differ only in shape, or only in colour;
+    * the remaining single-object scenes are class-balanced over all pairs;
+    * ``partial_fraction`` of the multi-object scenes are captioned by one of their
+      objects only, so that each object's own prompt is drawn towards the scene.
+    """
+    n_multi = int(round(batch_size * multi_fraction))
+    n_twin_pairs = int(round(n_multi * twin_fraction)) // 2
+    n_single = batch_size - n_multi
+    n_hard = int(round(n_single * hard_fraction))
+    n_colour_hard = n_hard // 2
+    labels = prompt_labels()
+    balanced = rng.permutation(np.resize(rng.permutation(len(labels)), n_single - n_hard))
+    few_colours = tuple(str(c) for c in rng.choice(COLOURS, size=hard_pool, replace=False))
+    few_shapes = tuple(str(s) for s in rng.choice(SHAPES, size=hard_pool, replace=False))
+
+    scenes = [render_objects(rng, [labels[i]], size) for i in balanced]
+    scenes += [render_scene(rng, 1, size, colours=few_colours) for _ in range(n_colour_hard)]
+    scenes += [render_scene(rng, 1, size, shapes=few_shapes) for _ in range(n_hard - n_colour_hard)]
+    for _ in range(n_twin_pairs):
+        for twin_labels in binding_twins(rng, int(rng.integers(2, 4))):
+            scenes.append(render_objects(rng, twin_labels, size))
+    scenes += [render_scene(rng, int(rng.integers(2, 4)), size) for _ in range(n_multi - 2 * n_twin_pairs)]
+    scenes = [Scene(sc.image, sc.objects, (int(rng.integers(len(sc.objects))),))
+              if len(sc.objects) > 1 and rng.random() < partial_fraction else sc for sc in scenes]
+    order = rng.permutation(len(scenes))
+    return [scenes[i] for i in order]
+
+
+def train_stream(seed: int = TRAIN_SEED, batch_size: int = 128, size: int = 64, *,
+                 start: int = 0, **batch_options) -> Iterator[list[Scene]]:
+    """Endless training batches; batch ``b`` depends only on ``seed`` and ``b``."""
+    index = start
+    while True:
+        yield train_batch(_scene_rng(seed, TRAIN_KEY, index), batch_size, size, **batch_options)
+        index += 1
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def sample_grid(scenes: Sequence[Scene], ncols: int = 6, *, show_masks: bool = False,
+                cell_inches: float = 1.6):
+    """A matplotlib figure showing scenes with their captions (and optional mask outlines)."""
+    import matplotlib.pyplot as plt
+
+    nrows = max(1, math.ceil(len(scenes) / ncols))
+    figure, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell_inches, nrows * cell_inches * 1.15),
+                                squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, scene in zip(axes.flat, scenes):
+        axis.imshow(scene.image)
+        if show_masks:
+            for obj in scene.objects:
+                axis.contour(obj.mask.astype(float), levels=[0.5], colors="black", linewidths=0.6)
+        axis.set_title(scene.caption.replace(" and ", "\n"), fontsize=6)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,445 @@
+"""Contrastive training of the embedded CLIP on the shapes world, and its evaluation.
+
+Run ``python -m eclip_core.train`` to reproduce the shipped model (the defaults
+are the recipe that produced it) or ``--out DIR`` to write elsewhere.  The model
+is a genuine ``open_clip.CLIP``: a ``VisionTransformer`` image tower (CLS-token
+pooling) and open_clip's text ``Transformer`` over :class:`ShapesTokenizer` ids,
+trained with the symmetric InfoNCE loss and a learnable temperature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.model import set_model_preprocess_cfg
+
+from . import shapes
+from .embedded import EMBEDDED_DIR, build_model, build_preprocess, save_embedded
+from .vocab import DEFAULT_CONTEXT_LENGTH, ShapesTokenizer
+
+IMAGE_SIZE = 64
+
+
+def default_model_config(vocab_size: int | None = None) -> dict[str, Any]:
+    """The open_clip ``model_cfg`` of the embedded model."""
+    vocab_size = vocab_size or ShapesTokenizer().vocab_size
+    return {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": 8, "width": 64, "layers": 4,
+                       "head_width": 16, "mlp_ratio": 4.0},
+        "text_cfg": {"context_length": DEFAULT_CONTEXT_LENGTH, "vocab_size": vocab_size,
+                     "width": 64, "heads": 4, "layers": 2, "mlp_ratio": 4.0},
+    }
+
+
+def default_preprocess_config(size: int = IMAGE_SIZE) -> dict[str, Any]:
+    """open_clip ``preprocess_cfg``: bicubic shortest-side resize, centre crop, OpenAI normalisation."""
+    return {"size": size, "mode": "RGB", "mean": list(OPENAI_DATASET_MEAN),
+            "std": list(OPENAI_DATASET_STD), "interpolation": "bicubic",
+            "resize_mode": "shortest", "fill_color": 0}
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe; the defaults produced the shipped model."""
+
+    steps: int = 2500
+    batch_size: int = 128
+    lr: float = 2e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    seed: int = 0
+    data_seed: int = shapes.TRAIN_SEED
+    threads: int = 1  # one training thread + one data process keep both cores busy
+    workers: int = 1
+    multi_fraction: float = 0.25
+    hard_fraction: float = 0.5
+    twin_fraction: float = 0.0
+    partial_fraction: float = 0.0
+    log_every: int = 50
+    eval_every: int = 500
+    model_cfg: dict[str, Any] = field(default_factory=default_model_config)
+    preprocess_cfg: dict[str, Any] = field(default_factory=default_preprocess_config)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def images_to_tensor(images: Sequence, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """PIL images (already at model size) -> normalised (N, 3, H, W) float tensor.
+
+    Performs the same operations as torchvision's ToTensor + Normalize, in batch,
+    so results equal open_clip's eval preprocess for images at the model's size.
+    """
+    pixels = torch.from_numpy(np.stack([np.asarray(image, dtype=np.uint8) for image in images]))
+    return normalise_pixels(pixels, mean, std)
+
+
+def normalise_pixels(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W)."""
+    tensor = pixels.permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return tensor.sub(mean_t).div(std_t)
+
+
+def same_caption_matrix(captions: Sequence[str]) -> torch.Tensor:
+    """(B, B) bool: captions naming the same set of objects (order-free) are positives."""
+    keys = [shapes.caption_key(caption) for caption in captions]
+    index = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+    ids = torch.tensor([index[key] for key in keys])
+    return ids[:, None] == ids[None, :]
+
+
+class ShapesBatches(torch.utils.data.IterableDataset):
+    """Training batches as tensors: uint8 pixels, token ids, same-caption matrix."""
+
+    def __init__(self, seed: int, batch_size: int, context_length: int, size: int = IMAGE_SIZE,
+                 **batch_options):
+        super().__init__()
+        self.seed, self.batch_size, self.size = seed, batch_size, size
+        self.context_length = context_length
+        self.batch_options = batch_options
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        tokenizer = ShapesTokenizer(self.context_length)
+        stream = shapes.train_stream(self.seed, self.batch_size, self.size, **self.batch_options)
+        for scenes in stream:
+            captions = [scene.caption for scene in scenes]
+            pixels = np.stack([np.asarray(scene.image, dtype=np.uint8) for scene in scenes])
+            yield {"pixels": torch.from_numpy(pixels), "tokens": tokenizer(captions),
+                   "same": same_caption_matrix(captions)}
+
+
+def _single_thread_worker(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # the data worker must not compete with the training threads
+
+
+def batch_iterator(config: TrainConfig) -> Iterator[dict[str, torch.Tensor]]:
+    dataset = ShapesBatches(config.data_seed, config.batch_size,
+                            config.model_cfg["text_cfg"]["context_length"],
+                            config.model_cfg["vision_cfg"]["image_size"],
+                            multi_fraction=config.multi_fraction, hard_fraction=config.hard_fraction,
+                            twin_fraction=config.twin_fraction,
+                            partial_fraction=config.partial_fraction)
+    if config.workers == 0:
+        return iter(dataset)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=config.workers,
+                                         prefetch_factor=4, worker_init_fn=_single_thread_worker)
+    return iter(loader)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor,
+                     logit_scale: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE where every identical caption counts as a positive."""
+    logits = logit_scale * image_features @ text_features.T
+    targets = same.float() / same.float().sum(dim=1, keepdim=True)
+    image_loss = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    text_loss = -(targets * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
+    return (image_loss + text_loss) / 2
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on gains, biases, embeddings of position and the temperature."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        exempt = parameter.ndim < 2 or "ln" in name or "bias" in name or "logit_scale" in name \
+            or "embedding" in name
+        (no_decay if exempt else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to ``min_lr``."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def train(config: TrainConfig, log=print) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train a CLIP from scratch; returns the model (eval mode) and a training summary."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _train(config, log)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(config: TrainConfig, log) -> tuple[torch.nn.Module, dict[str, Any]]:
+    torch.manual_seed(config.seed)
+    model = build_model(config.model_cfg)
+    set_model_preprocess_cfg(model, config.preprocess_cfg)
+    model.train()
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
+    mean, std = config.preprocess_cfg["mean"], config.preprocess_cfg["std"]
+    batches = batch_iterator(config)
+    losses: list[float] = []
+    started = time.perf_counter()
+    for step in range(config.steps):
+        batch = next(batches)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        images = normalise_pixels(batch["pixels"], mean, std)
+        image_features, text_features, logit_scale = model(images, batch["tokens"])
+        loss = contrastive_loss(image_features, text_features, logit_scale, batch["same"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))  # CLIP's cap on the temperature
+        losses.append(loss.item())
+        if config.log_every and (step + 1) % config.log_every == 0:
+            recent = float(np.mean(losses[-config.log_every:]))
+            log(f"step {step + 1:5d}  loss {recent:.4f}  scale {logit_scale.item():6.2f}  "
+                f"lr {learning_rate(step, config):.2e}  {time.perf_counter() - started:7.1f}s")
+        if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
+            model.eval()
+            quick = evaluate_embedded(model, n_single=200, n_multi=0, attention=False)
+            log(f"  eval@{step + 1}: single top-1 {quick['single_top1']:.3f}  "
+                f"colour {quick['single_colour_acc']:.3f}  shape {quick['single_shape_acc']:.3f}")
+            model.train()
+    model.eval()
+    summary = {"steps": config.steps, "train_seconds": round(time.perf_counter() - started, 1),
+               "final_loss": float(np.mean(losses[-min(len(losses), 50):])),
+               "first_loss": losses[0], "losses": losses}
+    return model, summary
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def last_block_cls_attention(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """CLS-to-patch attention of the last vision block, mean over heads: (N, grid_h, grid_w).
+
+    Recomputed from the block's own parameters: ln_1, the packed in-projection,
+    a per-head softmax(q k^T / sqrt(head_dim)); the CLS query row is kept for
+    the patch keys (its weight on CLS itself is dropped).
+    """
+    visual = model.visual
+    block = visual.transformer.resblocks[-1]
+    captured: dict[str, torch.Tensor] = {}
+    handle = block.register_forward_pre_hook(lambda _m, args: captured.__setitem__("x", args[0]))
+    try:
+        with torch.no_grad():
+            model.encode_image(images)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        tokens = block.ln_1(captured["x"])  # (N, L, D), batch first
+        n, length, width = tokens.shape
+        heads = block.attn.num_heads
+        qkv = F.linear(tokens, block.attn.in_proj_weight, block.attn.in_proj_bias)
+        q, k, _ = qkv.split(width, dim=-1)
+        q = q.view(n, length, heads, -1).transpose(1, 2)
+        k = k.view(n, length, heads, -1).transpose(1, 2)
+        scores = (q[:, :, :1] @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        weights = scores.softmax(dim=-1)[:, :, 0, 1:].mean(dim=1)  # (N, patches)
+    grid_h, grid_w = visual.grid_size
+    return weights.reshape(n, grid_h, grid_w)
+
+
+def mask_patch_fraction(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Fraction of each patch's area covered by a boolean (H, W) mask."""
+    height, width = mask.shape
+    rows, cols = grid
+    return mask.reshape(rows, height // rows, cols, width // cols).mean(axis=(1, 3))
+
+
+def attention_inside_outside(attention: torch.Tensor, scenes: Sequence[shapes.Scene]) -> dict[str, float]:
+    """Mean attention per unit of patch area inside all objects' masks vs outside."""
+    grid = tuple(attention.shape[1:])
+    attn = attention.numpy().astype(np.float64)
+    inside = np.stack([mask_patch_fraction(np.any([o.mask for o in s.objects], axis=0), grid)
+                       for s in scenes])
+    inside_density = (attn * inside).sum() / inside.sum()
+    outside_density = (attn * (1 - inside)).sum() / (1 - inside).sum()
+    per_image = (attn * inside).sum((1, 2)) / inside.sum((1, 2)) / (
+        (attn * (1 - inside)).sum((1, 2)) / (1 - inside).sum((1, 2)))
+    return {"ratio": float(inside_density / outside_density),
+            "median_image_ratio": float(np.median(per_image)),
+            "mass_inside": float((attn * inside).sum() / attn.sum()),
+            "area_inside": float(inside.mean())}
+
+
+def _encode_images(model, preprocess, scenes, batch_size: int) -> torch.Tensor:
+    features = []
+    with torch.no_grad():
+        for start in range(0, len(scenes), batch_size):
+            chunk = scenes[start:start + batch_size]
+            images = torch.stack([preprocess(scene.image) for scene in chunk])
+            features.append(model.encode_image(images, normalize=True))
+    return torch.cat(features)
+
+
+def _attention(model, preprocess, scenes, batch_size: int) -> torch.Tensor:
+    maps = []
+    for start in range(0, len(scenes), batch_size):
+        images = torch.stack([preprocess(scene.image) for scene in scenes[start:start + batch_size]])
+        maps.append(last_block_cls_attention(model, images))
+    return torch.cat(maps)
+
+
+def forward_seconds(model, preprocess, n_images: int = 64, repeats: int = 5) -> float:
+    """Median wall time of one image forward pass over ``n_images`` images."""
+    scenes = shapes.eval_set(n_images, 1)
+    images = torch.stack([preprocess(scene.image) for scene in scenes])
+    times = []
+    with torch.no_grad():
+        model.encode_image(images)  # warm-up
+        for _ in range(repeats):
+            started = time.perf_counter()
+            model.encode_image(images)
+            times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int = 800,
+                      n_multi: int = 400, batch_size: int = 200, attention: bool = True,
+                      seed: int = shapes.EVAL_SEED) -> dict[str, Any]:
+    """Zero-shot metrics on the held-out shapes scenes.
+
+    * single-object images: top-1 over all colour x shape prompts, and whether the
+      predicted prompt's colour / shape is right;
+    * 2-3-object images: whether the top-1 prompt names a present object, and how
+      often it is a binding error (its colour and its shape are both present,
+      but on different objects);
+    * the last vision block's CLS attention density inside vs outside the objects.
+    """
+    was_training = model.training
+    model.eval()
+    preprocess_cfg = getattr(model.visual, "preprocess_cfg", None) or default_preprocess_config(
+        model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size)
+    preprocess = preprocess or build_preprocess(preprocess_cfg)
+    tokenizer = tokenizer or ShapesTokenizer(model.context_length)
+    labels = shapes.prompt_labels()
+    with torch.no_grad():
+        text_features = model.encode_text(tokenizer(shapes.prompts()), normalize=True)
+    metrics: dict[str, Any] = {"n_prompts": len(labels)}
+
+    single = shapes.eval_set(n_single, 1, seed=seed)
+    predicted = (_encode_images(model, preprocess, single, batch_size) @ text_features.T).argmax(1)
+    pairs = [(labels[p], scene.labels[0]) for p, scene in zip(predicted.tolist(), single)]
+    metrics.update({
+        "n_single": n_single,
+        "single_top1": float(np.mean([guess == truth for guess, truth in pairs])),
+        "single_colour_acc": float(np.mean([guess[0] == truth[0] for guess, truth in pairs])),
+        "single_shape_acc": float(np.mean([guess[1] == truth[1] for guess, truth in pairs])),
+    })
+
+    if n_multi:
+        multi = shapes.eval_set(n_multi, (2, 3), seed=seed)
+        predicted = (_encode_images(model, preprocess, multi, batch_size) @ text_features.T).argmax(1)
+        present, binding = [], []
+        for p, scene in zip(predicted.tolist(), multi):
+            colour, shape = labels[p]
+            is_present = (colour, shape) in scene.labels
+            present.append(is_present)
+            binding.append(not is_present and colour in {c for c, _ in scene.labels}
+                           and shape in {s for _, s in scene.labels})
+        metrics.update({"n_multi": n_multi, "multi_top1_present": float(np.mean(present)),
+                        "multi_binding_error": float(np.mean(binding))})
+
+    if attention:
+        metrics["attention_single"] = attention_inside_outside(
+            _attention(model, preprocess, single, batch_size), single)
+        if n_multi:
+            metrics["attention_multi"] = attention_inside_outside(
+                _attention(model, preprocess, multi, batch_size), multi)
+        metrics["forward_64_images_seconds"] = forward_seconds(model, preprocess)
+    model.train(was_training)
+    return metrics
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    lines = [f"single-object top-1       {metrics['single_top1']:.4f}  (n={metrics['n_single']})",
+             f"single-object colour acc  {metrics['single_colour_acc']:.4f}",
+             f"single-object shape acc   {metrics['single_shape_acc']:.4f}"]
+    if "multi_top1_present" in metrics:
+        lines += [f"multi-object top-1 present {metrics['multi_top1_present']:.4f}  (n={metrics['n_multi']})",
+                  f"multi-object binding error {metrics['multi_binding_error']:.4f}"]
+    for key in ("attention_single", "attention_multi"):
+        if key in metrics:
+            lines.append(f"{key} inside/outside ratio {metrics[key]['ratio']:.2f}  "
+                         f"(median per image {metrics[key]['median_image_ratio']:.2f})")
+    if "forward_64_images_seconds" in metrics:
+        lines.append(f"forward pass, 64 images   {metrics['forward_64_images_seconds'] * 1000:.1f} ms")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=EMBEDDED_DIR,
+                        help="directory for the open_clip local-dir artifacts (default: the packaged model)")
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="model initialisation seed")
+    parser.add_argument("--data-seed", type=int, default=defaults.data_seed)
+    parser.add_argument("--threads", type=int, default=defaults.threads)
+    parser.add_argument("--workers", type=int, default=defaults.workers,
+                        help="data-generation processes (0: generate in the training process)")
+    parser.add_argument("--multi-fraction", type=float, default=defaults.multi_fraction)
+    parser.add_argument("--hard-fraction", type=float, default=defaults.hard_fraction)
+    parser.add_argument("--twin-fraction", type=float, default=defaults.twin_fraction,
+                        help="fraction of multi-object scenes drawn as binding twins")
+    parser.add_argument("--partial-fraction", type=float, default=defaults.partial_fraction,
+                        help="fraction of multi-object scenes captioned by one of their objects")
+    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    parser.add_argument("--n-single", type=int, default=1000, help="held-out single-object images")
+    parser.add_argument("--n-multi", type=int, default=500, help="held-out 2-3-object images")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
+                         seed=args.seed, data_seed=args.data_seed, threads=args.threads,
+                         workers=args.workers, multi_fraction=args.multi_fraction,
+                         hard_fraction=args.hard_fraction, twin_fraction=args.twin_fraction,
+                         partial_fraction=args.partial_fraction,
+                         eval_every=args.eval_every)
+    model, summary = train(config)
+    save_embedded(model, args.out, config.model_cfg, config.preprocess_cfg)  # weights first, come what may
+    metrics = evaluate_embedded(model, n_single=args.n_single, n_multi=args.n_multi)
+    n_parameters = sum(p.numel() for p in model.parameters())
+    recipe = {key: value for key, value in vars(config).items() if key not in ("model_cfg", "preprocess_cfg")}
+    record = {"metrics": metrics, "n_parameters": n_parameters,
+              "training": {**recipe, "train_seconds": summary["train_seconds"],
+                           "first_loss": summary["first_loss"], "final_loss": summary["final_loss"],
+                           "command": "python -m eclip_core.train " + " ".join(
+                               f"--{k.replace('_', '-')} {v}" for k, v in recipe.items()
+                               if k in ("steps", "batch_size", "lr", "seed", "threads", "multi_fraction",
+                                        "twin_fraction", "partial_fraction"))}}
+    save_embedded(model, args.out, config.model_cfg, config.preprocess_cfg, record)
+    print(f"parameters {n_parameters}, trained {summary['train_seconds']:.0f}s, saved to {args.out}")
+    print(format_metrics(metrics))
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""The ``eclip`` command line, run in-process through ``eclip_core.cli.main`` (one subprocess test).
+
+Uses the embedded 64x64 model, so each explain run takes a fraction of a second.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import eclip_core as ec
+from eclip_core import shapes
+from eclip_core.cli import main, slug
+from eclip_core.explainers import METHODS
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return tuple(ec.load_model().model.visual.grid_size)
+
+
+@pytest.fixture
+def scene_png(tmp_path):
+    path = tmp_path / "scene.png"
+    shapes.eval_set(1)[0].image.save(path)
+    return path
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("eclip: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_methods_lists_explainers_and_models(capsys):
+    code, out, _ = _run(capsys, "methods")
+    assert code == 0
+    for name, method in METHODS.items():
+        assert name in out and method.description in out
+    assert "faithful,reference" in out
+    rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines()[1:] if line.startswith("  ")}
+    assert rows["eclip-shapes"] == ["yes", "yes"]
+    assert rows["ViT-B-16"] == ["yes", "yes"]
+    assert rows["RN50"] == ["no", "no"]
+    assert rows["EVA02-B-16"] == ["yes", "no"]  # a ViT, but a timm tower eclip does not trace
+
+
+def test_explain_writes_a_png_and_a_npy_per_text(capsys, tmp_path, scene_png, grid):
+    out_dir = tmp_path / "out"
+    code, out, err = _run(capsys, "explain", scene_png, "--text", "a red circle", "--text", "a blue square!",
+                          "-o", out_dir)
+    assert code == 0, err
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == ["scene__a-blue-square__attention_eclip.npy", "scene__a-blue-square__attention_eclip.png",
+                     "scene__a-red-circle__attention_eclip.npy", "scene__a-red-circle__attention_eclip.png"]
+    raw = np.load(out_dir / "scene__a-red-circle__attention_eclip.npy")
+    assert raw.shape == grid and np.isfinite(raw).all()
+    expected = ec.explain(ec.load_model(), [scene_png], ["a red circle"]).maps[0, 0].numpy()
+    np.testing.assert_allclose(raw, expected, rtol=1e-5, atol=1e-7)
+    assert (out_dir / "scene__a-red-circle__attention_eclip.png").read_bytes()[:4] == b"\x89PNG"
+    assert "cos" in out
+
+
+def test_explain_reference_mode_and_method(capsys, tmp_path, scene_png):
+    dotted = tmp_path / "my.scene.v2.png"
+    shutil.copy(scene_png, dotted)
+    code, _, err = _run(capsys, "explain", scene_png, dotted, "-t", "a red circle", "--method", "grad_eclip",
+                        "--mode", "reference", "-o", tmp_path / "out", "-q")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [
+        "my.scene.v2__a-red-circle__grad_eclip.png", "scene__a-red-circle__grad_eclip.png"]
+
+
+def test_all_methods_writes_a_comparison_grid(capsys, tmp_path, scene_png):
+    code, _, err = _run(capsys, "explain", scene_png, "-t", "a red circle", "-t", "a green star",
+                        "--all-methods", "-o", tmp_path)
+    assert code == 0, err
+    grid_png = tmp_path / "scene__all-methods.png"
+    assert grid_png.is_file() and grid_png.stat().st_size > 10_000
+    npys = {p.name for p in tmp_path.glob("*.npy")}
+    assert npys == {f"scene__{slug(t)}__{m}.npy" for t in ("a red circle", "a green star") for m in METHODS}
+
+
+def test_missing_image_exit_code_1_and_one_line(capsys, tmp_path):
+    missing = tmp_path / "nope.png"
+    code, _, err = _run(capsys, "explain", missing, "-t", "a red circle", "-o", tmp_path / "out")
+    assert code == 1
+    line = _one_line_error(err)
+    assert str(missing) in line and "no such file" in line
+    assert not (tmp_path / "out").exists()  # inputs are checked before anything is written
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-t", "   "], "empty"),
+    (["-t", "a red circle", "--method", "nope"], "unknown method 'nope'; available"),
+    (["-t", "a red circle", "--method", "gae", "--mode", "reference"], "has no mode 'reference'"),
+    (["-t", "a red circle", "--model", "RN50"], "ResNet image tower"),
+    (["-t", "a red circle", "--model", "ViT-Nope"], "unknown model 'ViT-Nope'"),
+    (["-t", "a red circle", "--pretrained", "openai"], "ships its own weights"),
+])
+def test_bad_input_exit_code_1(capsys, tmp_path, scene_png, argv, message):
+    code, _, err = _run(capsys, "explain", scene_png, *argv, "-o", tmp_path / "out")
+    assert code == 1
+    assert message in _one_line_error(err)
+
+
+def test_unreadable_image_and_output_file_in_the_way(capsys, tmp_path, scene_png):
+    text_file = tmp_path / "notes.jpg"
+    text_file.write_text("hello")
+    code, _, err = _run(capsys, "explain", text_file, "-t", "a red circle", "-o", tmp_path / "out")
+    assert code == 1 and "not an image file" in _one_line_error(err)
+    code, _, err = _run(capsys, "explain", scene_png, "-t", "a red circle", "-o", text_file)
+    assert code == 1 and "cannot create output directory" in _one_line_error(err)
+
+
+@pytest.mark.parametrize("argv", [
+    ["explain", "x.png", "-t", "a", "-o", "o", "--bogus"],
+    ["explain", "x.png", "-o", "o"],  # --text is required
+    ["explain", "x.png", "-t", "a", "-o", "o", "--mode", "sideways"],
+    ["explain", "x.png", "-t", "a", "-o", "o", "--method", "gae", "--all-methods"],
+    ["evaluate", "--n-images", "0"],
+    ["evaluate", "--images", "somewhere"],
+    ["evaluate", "--out", "results.txt"],
+    ["frobnicate"],
+    [],
+])
+def test_usage_errors_exit_code_2(capsys, argv):
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    assert "usage:" in err and "Traceback" not in err
+
+
+def test_help_on_every_command(capsys):
+    for argv in (["--help"], ["explain", "--help"], ["evaluate", "--help"], ["methods", "--help"]):
+        code, out, _ = _run(capsys, *argv)
+        assert code == 0 and "usage: eclip" in out
+
+
+def test_over_long_text_warns_on_one_line(capsys, tmp_path, scene_png):
+    long_text = "a red circle and a blue square and " * 4 + "a star"
+    code, _, err = _run(capsys, "explain", scene_png, "-t", long_text, "-o", tmp_path, "-q")
+    assert code == 0
+    warning_lines = [line for line in err.splitlines() if line.startswith("eclip: warning:")]
+    assert len(warning_lines) == 1 and "context length of" in warning_lines[0]
+    assert len(list(tmp_path.glob("scene__*.png"))) == 1
+
+
+def test_evaluate_prints_a_table(capsys, tmp_path):
+    out_csv = tmp_path / "results.csv"
+    code, out, err = _run(capsys, "evaluate", "--n-images", 4, "--methods", "attention_eclip,gradcam",
+                          "--steps", 4, "--out", out_csv, "-q")
+    assert code == 0, err
+    assert "deletion_auc" in out and "pointing_game" in out
+    assert "attention_eclip" in out and "gradcam" in out
+    rows = out_csv.read_text().splitlines()
+    assert rows[0].startswith("method,") and len(rows) == 3
+
+
+def test_evaluate_a_labelled_folder(capsys, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    scenes = shapes.eval_set(3)
+    lines = ["filename,label"]
+    for i, scene in enumerate(scenes):
+        scene.image.save(folder / f"img{i}.png")
+        lines.append(f"img{i}.png,{scene.caption}")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(lines) + "\n")
+    out_json = tmp_path / "results.json"
+    code, out, err = _run(capsys, "evaluate", "--images", folder, "--labels", labels,
+                          "--methods", "attention_eclip", "--steps", 4, "--out", out_json, "-q")
+    assert code == 0, err
+    assert "deletion_auc" in out and "pointing_game" not in out.splitlines()[1]
+    assert json.loads(out_json.read_text())["rows"][0]["n"] == 3
+    labels.write_text("filename,label\nmissing.png,a red circle\n")
+    code, _, err = _run(capsys, "evaluate", "--images", folder, "--labels", labels, "-q")
+    assert code == 1 and "line 2: no image 'missing.png'" in _one_line_error(err)
+
+
+def test_installed_console_script_help():
+    script = shutil.which("eclip", path=str(Path(sys.executable).parent))
+    assert script, "the eclip console script is not installed (pip install -e .)"
+    done = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "explain" in done.stdout and "evaluate" in done.stdout and "methods" in done.stdout
+
+
+def test_viz_helpers_for_notebooks(tmp_path):
+    from eclip_core import viz
+
+    bundle = ec.load_model()
+    scene = shapes.eval_set(1)[0]
+    texts = ["a red circle", "a blue star"]
+    result = ec.explain(bundle, [scene.image], texts)
+    view = viz.input_image(scene.image, bundle.preprocess)
+    assert view.size == tuple(bundle.model.visual.image_size)
+    fig = viz.overlay(view, result.maps[0, 0], title="a red circle")
+    assert len(fig.axes) == 2  # the image and its colour bar
+    grid = viz.comparison_grid(view, {"attention_eclip": result.maps, "again": result.maps[0]}, texts)
+    grid.savefig(tmp_path / "grid.png")
+    with pytest.raises(ec.InputError, match=r"\(K=2, grid_h, grid_w\)"):
+        viz.comparison_grid(view, {"bad": result.maps[0, :1]}, texts)
+    tokens = ec.explain_text(bundle, ["a red circle"], [scene.image])
+    n = int(tokens.token_mask[0].sum())
+    words = bundle.tokenizer.decode(tokens.extras["tokens"][0]).split()
+    weights = tokens.maps[0, 0][tokens.token_mask[0]]
+    assert words == ["a", "red", "circle"] and n == 3
+    bar = viz.token_bar(words, weights, title="a red circle")
+    bar.savefig(tmp_path / "bar.png")
+    with pytest.raises(ec.InputError, match="2 words but 1 weights"):
+        viz.token_bar(["a", "b"], [1.0])

@@ -1,0 +1,111 @@
+"""Tests of the shipped model: loading, integrity checks, open_clip compatibility, accuracy."""
+
+import json
+import shutil
+
+import open_clip
+import pytest
+import torch
+
+from eclip_core import shapes
+from eclip_core.embedded import (CHECKSUM_FILE, CONFIG_FILE, EMBEDDED_DIR, EMBEDDED_NAME, METRICS_FILE,
+                                 WEIGHTS_FILE, ModelLoadError, load_embedded)
+from eclip_core.train import evaluate_embedded, last_block_cls_attention
+from eclip_core.vocab import ShapesTokenizer
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return load_embedded()
+
+
+@pytest.fixture
+def copied_dir(tmp_path):
+    target = tmp_path / "embedded"
+    shutil.copytree(EMBEDDED_DIR, target)
+    return target
+
+
+def test_artifacts_are_shipped_and_small():
+    for name in (CONFIG_FILE, WEIGHTS_FILE, CHECKSUM_FILE, METRICS_FILE):
+        assert (EMBEDDED_DIR / name).is_file(), name
+    assert (EMBEDDED_DIR / WEIGHTS_FILE).stat().st_size <= 10 * 1024 * 1024
+    assert EMBEDDED_NAME == "eclip-shapes"
+
+
+def test_load_embedded_gives_an_open_clip_model(embedded):
+    model, preprocess, tokenizer = embedded
+    assert isinstance(model, open_clip.CLIP)
+    assert isinstance(model.visual, open_clip.transformer.VisionTransformer)
+    assert not model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert isinstance(tokenizer, ShapesTokenizer)
+    assert tokenizer.context_length == model.context_length
+    image = preprocess(shapes.eval_set(1)[0].image)
+    assert image.shape == (3, 64, 64)
+    assert model.visual.transformer.resblocks[-1].attn.num_heads >= 2
+
+
+def test_flipped_byte_fails_the_checksum(copied_dir):
+    weights = copied_dir / WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="checksum mismatch") as error:
+        load_embedded(directory=copied_dir)
+    assert WEIGHTS_FILE in str(error.value)
+
+
+@pytest.mark.parametrize("name", [WEIGHTS_FILE, CONFIG_FILE, CHECKSUM_FILE])
+def test_missing_file_is_reported(copied_dir, name):
+    (copied_dir / name).unlink()
+    with pytest.raises(ModelLoadError, match="missing") as error:
+        load_embedded(directory=copied_dir)
+    assert name in str(error.value)
+
+
+def test_open_clip_local_dir_loading_matches(embedded):
+    model, preprocess, tokenizer = embedded
+    other, _, other_preprocess = open_clip.create_model_and_transforms("local-dir:" + str(EMBEDDED_DIR))
+    other.eval()
+    scenes = shapes.eval_set(16, (1, 2, 3))
+    ours = torch.stack([preprocess(s.image) for s in scenes])
+    theirs = torch.stack([other_preprocess(s.image) for s in scenes])
+    assert torch.equal(ours, theirs)
+    text = tokenizer(shapes.prompts())
+    with torch.no_grad():
+        assert torch.allclose(model.encode_image(ours), other.encode_image(theirs), atol=1e-6)
+        assert torch.allclose(model.encode_text(text), other.encode_text(text), atol=1e-6)
+
+
+def test_attention_recomputation_matches_multihead_attention(embedded):
+    model, preprocess, _ = embedded
+    images = torch.stack([preprocess(s.image) for s in shapes.eval_set(4, (2, 3))])
+    ours = last_block_cls_attention(model, images)
+    block = model.visual.transformer.resblocks[-1]
+    captured = {}
+    handle = block.register_forward_pre_hook(lambda _m, args: captured.__setitem__("x", args[0]))
+    with torch.no_grad():
+        model.encode_image(images)
+        handle.remove()
+        tokens = block.ln_1(captured["x"])
+        _, weights = block.attn(tokens, tokens, tokens, need_weights=True, average_attn_weights=True)
+    reference = weights[:, 0, 1:].reshape(ours.shape)
+    assert torch.allclose(ours, reference, atol=1e-6)
+
+
+def test_held_out_single_object_accuracy(embedded):
+    model, preprocess, tokenizer = embedded
+    metrics = evaluate_embedded(model, preprocess, tokenizer, n_single=120, n_multi=0, attention=False)
+    print(f"held-out single-object top-1 on 120 images: {metrics['single_top1']:.3f}")
+    assert metrics["single_top1"] >= 0.90
+    assert metrics["single_colour_acc"] >= 0.97
+
+
+def test_recorded_metrics_describe_this_model():
+    record = json.loads((EMBEDDED_DIR / METRICS_FILE).read_text())
+    metrics = record["metrics"]
+    assert metrics["n_single"] >= 500 and metrics["n_multi"] >= 200
+    for key in ("single_top1", "single_colour_acc", "multi_top1_present", "multi_binding_error"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["attention_single"]["ratio"] > 0

@@ -1,0 +1,406 @@
+"""Bad and unusual input: every case gets a sensible map or one clear error, never a crash.
+
+Uses the embedded 64x64 model (8x8 patch grid) so the whole file stays fast.
+"""
+
+import copy
+import io
+import shutil
+import socket
+import warnings
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+import eclip_core as ec
+from eclip_core import embedded, images, viz
+from eclip_core.explainers import METHODS, tokenize
+from eclip_core.vocab import ShapesTokenizer
+
+TEXT = ["a red circle"]
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    torch.set_num_threads(2)
+    return ec.load_model()
+
+
+@pytest.fixture(scope="module")
+def grid(bundle):
+    return tuple(bundle.model.visual.grid_size)
+
+
+def _picture(width=40, height=30, seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
+
+
+def _encoded(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def _finite_map(result, shape):
+    assert tuple(result.maps.shape[-2:]) == tuple(shape)
+    assert torch.isfinite(result.maps).all()
+    assert torch.isfinite(result.scores).all()
+
+
+# ----------------------------------------------------------------------------- unreadable files
+
+
+def _bad_file(tmp_path, kind):
+    picture = _picture(64, 64)
+    if kind == "text":
+        path = tmp_path / "notes.png"
+        path.write_text("this is text, not a PNG\n")
+    elif kind == "empty":
+        path = tmp_path / "empty.jpg"
+        path.write_bytes(b"")
+    elif kind in ("truncated_png", "truncated_jpeg"):
+        fmt = "PNG" if kind == "truncated_png" else "JPEG"
+        data = _encoded(picture, fmt)
+        path = tmp_path / f"half.{fmt.lower()}"
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "directory":
+        path = tmp_path / "folder.png"
+        path.mkdir()
+    else:
+        path = tmp_path / "missing.png"
+    return path
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("text", "not an image file"),
+    ("empty", "not an image file"),
+    ("truncated_png", "truncated"),
+    ("truncated_jpeg", "truncated"),
+    ("directory", "is a directory"),
+    ("missing", "no such file"),
+])
+def test_unreadable_image_files_get_a_clear_message(bundle, tmp_path, kind, message):
+    path = _bad_file(tmp_path, kind)
+    with pytest.raises(ec.InputError, match=message) as error:
+        ec.explain(bundle, [path], TEXT)
+    text = str(error.value)
+    assert str(path) in text and "\n" not in text
+
+
+# ----------------------------------------------------------------------------- image modes
+
+
+def _sixteen(values) -> Image.Image:
+    image = Image.fromarray(np.asarray(values, dtype=np.uint16))
+    assert image.mode == "I;16"
+    return image
+
+
+def _modes():
+    rgb = _picture(48, 40)
+    gray = rgb.convert("L")
+    rgba = rgb.copy()
+    rgba.putalpha(Image.linear_gradient("L").resize(rgb.size))
+    palette = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    transparent = palette.copy()
+    transparent.info["transparency"] = 0
+    sixteen = _sixteen(np.asarray(gray, dtype=np.uint16) * 257)
+    return {
+        "L": gray, "P": palette, "P+transparency": transparent, "RGBA": rgba,
+        "LA": gray.convert("LA"), "I;16": sixteen, "I": gray.convert("I"), "F": gray.convert("F"),
+        "1": gray.convert("1"), "CMYK": rgb.convert("CMYK"),
+    }
+
+
+def test_every_image_mode_gives_a_finite_map(bundle, grid, tmp_path):
+    pictures = _modes()
+    paths = []
+    for name, picture in pictures.items():  # through files too: PNG keeps P, I;16 and alpha
+        fmt = "TIFF" if picture.mode in ("CMYK", "F", "I") else "PNG"
+        path = tmp_path / f"{name.replace(';', '').replace('+', '_')}.{fmt.lower()}"
+        picture.save(path, fmt, **({"transparency": 0} if name == "P+transparency" else {}))
+        paths.append(path)
+    for path in paths:
+        assert images.load_image(path).mode == "RGB"
+    result = ec.explain(bundle, list(pictures.values()) + paths, TEXT)
+    assert result.maps.shape[:2] == (2 * len(pictures), 1)
+    _finite_map(result, grid)
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    mid = _sixteen(np.full((4, 4), 30000))
+    assert np.asarray(images.load_image(mid))[0, 0, 0] == round(30000 / 65535 * 255)
+    ramp = _sixteen(np.array([[0, 65535]]))
+    assert np.asarray(images.load_image(ramp))[0, :, 0].tolist() == [0, 255]
+
+
+def test_transparent_pixels_become_white():
+    rgba = Image.new("RGBA", (2, 1), (255, 0, 0, 255))
+    rgba.putpixel((1, 0), (0, 0, 0, 0))
+    assert np.asarray(images.load_image(rgba))[0].tolist() == [[255, 0, 0], [255, 255, 255]]
+    palette = Image.new("P", (2, 1), 0)
+    palette.putpalette([0, 0, 0, 255, 0, 0])
+    palette.putpixel((1, 0), 1)
+    palette.info["transparency"] = 0
+    assert np.asarray(images.load_image(palette))[0].tolist() == [[255, 255, 255], [255, 0, 0]]
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def test_exif_rotated_jpeg_is_explained_upright(bundle, tmp_path):
+    picture = _picture(40, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "rotated.jpg"
+    picture.save(path, "JPEG", exif=exif)
+    assert images.load_image(path).size == (20, 40)
+    patch = bundle.model.visual.patch_size[0]
+    result = ec.explain(bundle, [path], TEXT, method="attention_eclip", mode="reference")
+    h, w = images.keep_size_shape(20, 40, patch)  # (height, width) of the upright image
+    assert result.input_size == (h, w) and h > w
+    _finite_map(result, (h // patch, w // patch))
+
+
+def test_one_pixel_image(bundle, grid):
+    pixel = Image.new("RGB", (1, 1), (200, 30, 30))
+    _finite_map(ec.explain(bundle, [pixel], TEXT), grid)
+    _finite_map(ec.explain(bundle, [pixel], TEXT, mode="reference"), (1, 1))
+
+
+def test_zero_pixel_image_is_refused(bundle):
+    with pytest.raises(ec.InputError, match="no pixels"):
+        ec.explain(bundle, [Image.new("RGB", (0, 0))], TEXT)
+
+
+def test_large_png_is_downscaled_with_a_warning(bundle, grid, tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "MAX_SIDE", 100)
+    path = tmp_path / "large.png"
+    _picture(300, 150).save(path)
+    with pytest.warns(UserWarning, match=r"300x150 downscaled to 100x50"):
+        assert images.load_image(path).size == (100, 50)
+    with pytest.warns(UserWarning, match="downscaled"):
+        _finite_map(ec.explain(bundle, [path], TEXT), grid)
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    _picture(100, 100).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ec.InputError, match="too large to decode safely"):
+        images.load_image(path)
+
+
+def test_large_jpeg_is_decoded_small(tmp_path, monkeypatch):
+    """JPEGs are decoded at reduced scale (bounded memory), EXIF rotation included."""
+    monkeypatch.setattr(images, "MAX_SIDE", 100)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "large.jpg"
+    _picture(800, 400).save(path, "JPEG", exif=exif)
+    decoded = []
+    real_load = Image.Image.load
+
+    def spy(self):
+        out = real_load(self)
+        decoded.append(self.size)
+        return out
+
+    monkeypatch.setattr(Image.Image, "load", spy)
+    with pytest.warns(UserWarning, match=r"400x800 downscaled to 50x100"):
+        assert images.load_image(path).size == (50, 100)
+    assert max(max(size) for size in decoded) <= 200  # 1/4 scale, not the full 800 px
+
+
+# ----------------------------------------------------------------------------- texts
+
+
+@pytest.mark.parametrize("texts", [[""], ["   \t\n"], ["a red circle", " "]])
+def test_empty_texts_are_refused(bundle, texts):
+    with pytest.raises(ec.InputError, match="empty"):
+        ec.explain(bundle, [_picture()], texts)
+
+
+def test_over_long_text_is_truncated_with_a_warning(bundle, grid):
+    ctx = bundle.model.context_length
+    long_text = "a red circle and " * 10 + "a blue square"
+    with pytest.warns(UserWarning, match=rf"'a red circle and a red.*context length of {ctx} tokens"):
+        result = ec.explain(bundle, [_picture()], ["a red circle", long_text])
+    _finite_map(result, grid)
+
+
+def test_shapes_tokenizer_length_boundary():
+    tokenizer = ShapesTokenizer(context_length=16)
+    fits = " ".join(["red"] * 14)  # 14 words + <sot> + <eot> = 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tokenize(tokenizer, [fits])
+    with pytest.warns(UserWarning, match=r"text #1 'red red.*context length of 16 tokens \(17 tokens\)"):
+        tokens = tokenize(tokenizer, ["a circle", fits + " red"])
+    assert tokens[1, -1] == tokenizer.eot_token_id
+
+
+def test_open_clip_tokenizer_over_long_text():
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tokenize(tokenizer, ["a photo of a dog"])
+    with pytest.warns(UserWarning, match=r"'dog dog.*context length of 77 tokens"):
+        tokenize(tokenizer, ["dog " * 120])
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def test_resnet_is_refused_at_load_and_at_explain():
+    with pytest.raises(ec.UnsupportedModelError, match="ResNet image tower"):
+        ec.load_model("RN50")  # refused from its config, before building or downloading
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rn50 = open_clip.create_model("RN50", pretrained=None)
+    with pytest.raises(ec.UnsupportedModelError, match="not a vision transformer"):
+        ec.explain(rn50, torch.zeros(1, 3, 224, 224), torch.ones(1, 1024))
+
+
+@pytest.mark.parametrize("name,message", [
+    ("EVA02-B-16", "timm image tower"),
+    ("ViT-L-14-CLIPA", "pools with 'avg'"),
+    ("coca_ViT-B-32", "CoCa"),
+    ("roberta-ViT-B-32", "Hugging Face text tower"),
+])
+def test_unsupported_open_clip_models_are_refused_before_building(name, message):
+    with pytest.raises(ec.UnsupportedModelError, match=message):
+        ec.load_model(name)
+
+
+def test_hf_tokenizer_model_needs_a_tag():
+    with pytest.raises(ec.ModelLoadError, match="would be downloaded"):
+        ec.load_model("ViT-L-14-worldwide")
+
+
+class _Payload:
+    """Unpickling this would create a file: the loader must never do it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_that_is_not_weights_only_is_refused(tmp_path):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "model.pt"
+    torch.save({"visual.proj": torch.zeros(2), "payload": _Payload(str(marker))}, path)
+    with pytest.raises(ec.ModelLoadError, match=r"not a weights-only file: it pickles the Python object "
+                                                r"\S*open") as error:
+        ec.load_model("ViT-B-32", pretrained=path)
+    assert not marker.exists()
+    assert "\n" not in str(error.value) and "weights_only=False" not in str(error.value)
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("weights.safetensors", b"garbage", "cannot read checkpoint"),
+    ("weights.pt", b"garbage", "cannot be read as a weights-only PyTorch file"),
+    ("missing.safetensors", None, "does not exist"),
+])
+def test_unreadable_checkpoints(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ec.ModelLoadError, match=message):
+        ec.load_model("ViT-B-32", pretrained=path)
+
+
+def test_checkpoint_with_nan_or_wrong_keys(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "nan.safetensors"
+    save_file({"visual.proj": torch.tensor([[float("nan")]])}, str(path))
+    with pytest.raises(ec.ModelLoadError, match="NaN or Inf weights in 1 tensors"):
+        ec.load_model("ViT-B-32", pretrained=path)
+    path = tmp_path / "other.pt"
+    torch.save({"state_dict": {"module.not_a_clip_key": torch.zeros(3)}}, path)
+    with pytest.raises(ec.ModelLoadError, match=r"does not fit 'ViT-S-32': \d+ missing keys.*"
+                                                r"1 unexpected keys \(e.g. 'not_a_clip_key'\)"):
+        ec.load_model("ViT-S-32", pretrained=path)
+
+
+def test_embedded_checksum_failure_is_an_eclip_error(tmp_path, monkeypatch):
+    copied = tmp_path / "embedded"
+    shutil.copytree(embedded.EMBEDDED_DIR, copied)
+    weights = copied / embedded.WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(embedded, "EMBEDDED_DIR", copied)
+    with pytest.raises(ec.ModelLoadError, match="checksum mismatch"):
+        ec.load_model()
+
+
+# ----------------------------------------------------------------------------- NaN / Inf
+
+
+def _with_nan(bundle, where):
+    model = copy.deepcopy(bundle.model)
+    with torch.no_grad():
+        if where == "block":
+            model.visual.transformer.resblocks[0].mlp.c_fc.weight[0, 0] = float("nan")
+        else:
+            model.visual.ln_post.weight[0] = float("nan")
+    return ec.LoadedModel(model, bundle.preprocess, bundle.tokenizer)
+
+
+def test_nan_weights_never_give_a_map(bundle):
+    broken = _with_nan(bundle, "block")
+    options = {"rise": {"n_masks": 8}}
+    for name in METHODS:
+        with pytest.raises(ec.EclipError, match="NaN or Inf"):
+            ec.explain(broken, [_picture()], TEXT, method=name, **options.get(name, {}))
+
+
+def test_cli_refuses_nan_scores(bundle, tmp_path, monkeypatch, capsys):
+    """Text-independent maps (raw attention) stay finite when only ln_post is NaN: the
+    scores are not, and the command line writes nothing."""
+    from eclip_core import cli, models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: _with_nan(bundle, "ln_post"))
+    path = tmp_path / "picture.png"
+    _picture().save(path)
+    code = cli.main(["explain", str(path), "-t", "a red circle", "-m", "attention", "-o", str(tmp_path / "o")])
+    assert code == 1
+    assert "NaN or Inf" in capsys.readouterr().err
+    assert not list((tmp_path / "o").glob("*"))
+
+
+def test_inf_in_input_and_maps_is_refused(bundle):
+    x = torch.zeros(1, 3, *bundle.model.visual.image_size)
+    x[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ec.InputError, match="NaN or Inf"):
+        ec.explain(bundle, x, TEXT)
+    with pytest.raises(ec.InputError, match="NaN or Inf"):
+        viz.overlay(_picture(), np.array([[0.0, np.nan], [1.0, 2.0]]), title="x")
+
+
+# ----------------------------------------------------------------------------- network
+
+
+def test_no_network_without_a_pretrained_tag(monkeypatch, tmp_path, grid):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    loaded = ec.load_model()
+    _finite_map(ec.explain(loaded, [_picture()], TEXT), grid)
+    from eclip_core.cli import main
+
+    path = tmp_path / "picture.png"
+    _picture().save(path)
+    assert main(["explain", str(path), "--text", "a red circle", "-o", str(tmp_path / "out"), "-q"]) == 0
+    assert len(list((tmp_path / "out").glob("*.npy"))) == 1

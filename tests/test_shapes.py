@@ -1,0 +1,160 @@
+"""Tests of the shapes world and of the word-level tokenizer."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from eclip_core import shapes
+from eclip_core.vocab import ShapesTokenizer
+
+PHRASE = rf"a ({'|'.join(shapes.COLOURS)}) ({'|'.join(shapes.SHAPES)})"
+CAPTION = re.compile(rf"^{PHRASE}( and {PHRASE}){{0,2}}$")
+
+
+def _pixels(scene):
+    return np.asarray(scene.image)
+
+
+def test_same_seed_gives_identical_scenes():
+    for n_objects in (1, 2, 3):
+        first = shapes.render_scene(np.random.default_rng(7), n_objects)
+        second = shapes.render_scene(np.random.default_rng(7), n_objects)
+        assert np.array_equal(_pixels(first), _pixels(second))
+        assert first.caption == second.caption
+        for a, b in zip(first.objects, second.objects):
+            assert np.array_equal(a.mask, b.mask)
+
+
+def test_different_seeds_give_different_scenes():
+    first = shapes.render_scene(np.random.default_rng(1), 2)
+    second = shapes.render_scene(np.random.default_rng(2), 2)
+    assert not np.array_equal(_pixels(first), _pixels(second))
+
+
+def test_eval_set_is_deterministic_and_balanced():
+    first, second = shapes.eval_set(50), shapes.eval_set(50)
+    assert all(np.array_equal(_pixels(a), _pixels(b)) for a, b in zip(first, second))
+    labels = shapes.prompt_labels()
+    assert [scene.labels[0] for scene in first] == [labels[i % len(labels)] for i in range(50)]
+
+
+def test_masks_are_visible_nonempty_disjoint_and_coloured():
+    scenes = shapes.eval_set(60, (2, 3)) + shapes.eval_set(20, 1)
+    for scene in scenes:
+        pixels = _pixels(scene).astype(int)
+        union = np.zeros((64, 64), dtype=int)
+        for obj in scene.objects:
+            assert obj.mask.dtype == bool and obj.mask.shape == (64, 64)
+            assert obj.mask.sum() >= 20
+            union += obj.mask
+            reference = np.array(shapes.COLOUR_RGB[obj.colour])
+            # the visible mask shows the object's own colour (jitter + shading only)
+            distance = np.abs(pixels[obj.mask] - reference).max(axis=1)
+            assert np.median(distance) < 25
+        assert union.max() == 1  # visible masks never share a pixel
+        assert 1 <= len(scene.objects) <= 3
+
+
+def test_objects_overlap_little():
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        occupied = []
+        for shape in rng.choice(shapes.SHAPES, size=3):
+            silhouette = shapes._place(rng, str(shape), 64, occupied)
+            for other in occupied:
+                shared = (silhouette & other).sum()
+                assert shared <= shapes.MAX_OVERLAP * min(silhouette.sum(), other.sum())
+            occupied.append(silhouette)
+    for scene in shapes.eval_set(40, (3,)):
+        assert all(obj.mask.sum() > 40 for obj in scene.objects)
+
+
+def test_objects_stay_inside_the_image():
+    for scene in shapes.eval_set(60, (1, 2, 3)):
+        for obj in scene.objects:
+            assert not obj.mask[0].any() and not obj.mask[-1].any()
+            assert not obj.mask[:, 0].any() and not obj.mask[:, -1].any()
+
+
+def test_captions_and_prompts_are_well_formed():
+    for scene in shapes.eval_set(30, (1, 2, 3)):
+        assert CAPTION.match(scene.caption), scene.caption
+        assert scene.caption.count(" and ") == len(scene.objects) - 1
+        assert all(obj.phrase in scene.caption for obj in scene.objects)
+    prompts, labels = shapes.prompts(), shapes.prompt_labels()
+    assert len(prompts) == len(set(prompts)) == len(shapes.COLOURS) * len(shapes.SHAPES)
+    assert prompts[: len(shapes.SHAPES)] == [f"a {shapes.COLOURS[0]} {s}" for s in shapes.SHAPES]
+    assert all(p == f"a {c} {s}" for p, (c, s) in zip(prompts, labels))
+
+
+def test_objects_in_a_scene_are_distinct():
+    for scene in shapes.eval_set(50, (3,)):
+        assert len(set(scene.labels)) == len(scene.labels)
+
+
+def test_train_and_eval_splits_differ():
+    batch = next(shapes.train_stream(batch_size=64))
+    evaluation = shapes.eval_set(64, 1) + shapes.eval_set(64, (2, 3))
+    eval_bytes = {scene.image.tobytes() for scene in evaluation}
+    assert not any(scene.image.tobytes() in eval_bytes for scene in batch)
+
+
+def test_train_stream_is_reproducible_and_mixes_object_counts():
+    first = next(shapes.train_stream(seed=3, batch_size=32))
+    second = next(shapes.train_stream(seed=3, batch_size=32))
+    assert [s.caption for s in first] == [s.caption for s in second]
+    assert {len(s.objects) for s in first} >= {1, 2}
+
+
+def test_restricted_pools_are_respected():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        scene = shapes.render_scene(rng, 2, colours=("red", "blue"), shapes=("star",  "cross"))
+        assert {c for c, _ in scene.labels} <= {"red", "blue"}
+        assert {s for _, s in scene.labels} <= {"star", "cross"}
+
+
+def test_sample_grid_draws_a_figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    figure = shapes.sample_grid(shapes.eval_set(7, (1, 2)), ncols=4, show_masks=True)
+    assert len(figure.axes) == 8
+    assert figure.axes[0].get_title()
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def test_eot_is_the_argmax_of_every_row():
+    tokenizer = ShapesTokenizer(context_length=16)
+    texts = shapes.prompts() + [scene.caption for scene in shapes.eval_set(20, (2, 3))] + [""]
+    ids = tokenizer(texts)
+    assert ids.shape == (len(texts), 16) and ids.dtype == torch.long
+    eot_positions = ids.argmax(dim=-1)
+    assert torch.all(ids[torch.arange(len(texts)), eot_positions] == tokenizer.eot_token_id)
+    assert torch.all(ids[:, 0] == tokenizer.sot_token_id)
+    assert tokenizer.eot_token_id == max(range(tokenizer.vocab_size))
+
+
+def test_truncation_keeps_eot_last():
+    tokenizer = ShapesTokenizer(context_length=6)
+    ids = tokenizer("a red circle and a blue square and a green star")[0]
+    assert ids.tolist()[-1] == tokenizer.eot_token_id
+    assert tokenizer.decode(ids) == "a red circle and"
+
+
+def test_unknown_words_map_to_unk_and_text_is_normalised():
+    tokenizer = ShapesTokenizer()
+    ids = tokenizer("A RED, Banana!")[0].tolist()
+    assert ids[:5] == [tokenizer.sot_token_id, tokenizer.token_to_id["a"], tokenizer.token_to_id["red"],
+                       tokenizer.unk_token_id, tokenizer.eot_token_id]
+    assert ids[5:] == [0] * (tokenizer.context_length - 5)
+    assert tokenizer.decode(tokenizer("a purple star")[0]) == "a purple star"
+
+
+def test_too_short_context_is_rejected():
+    with pytest.raises(ValueError):
+        ShapesTokenizer(context_length=1)
