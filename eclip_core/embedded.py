@@ -24,6 +24,7 @@ import torch
 from open_clip.model import set_model_preprocess_cfg
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
+from .errors import ModelLoadError
 from .vocab import ShapesTokenizer
 
 EMBEDDED_NAME = "eclip-shapes"
@@ -34,8 +35,6 @@ CHECKSUM_FILE = "SHA256SUMS"
 METRICS_FILE = "metrics.json"
 
 
-class ModelLoadError(RuntimeError):
-    """The embedded model's files are missing, unreadable or fail their checksum."""
 
 
 def build_model(model_cfg: dict[str, Any]) -> open_clip.CLIP:

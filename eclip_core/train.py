@@ -10,7 +10,6 @@ trained with the symmetric InfoNCE loss and a learnable temperature.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from open_clip.model import set_model_preprocess_cfg
 
 from . import shapes
 from .embedded import EMBEDDED_DIR, build_model, build_preprocess, save_embedded
+from .trace import trace_vision
 from .vocab import DEFAULT_CONTEXT_LENGTH, ShapesTokenizer
 
 IMAGE_SIZE = 64
@@ -229,31 +229,13 @@ def _train(config: TrainConfig, log) -> tuple[torch.nn.Module, dict[str, Any]]:
 def last_block_cls_attention(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """CLS-to-patch attention of the last vision block, mean over heads: (N, grid_h, grid_w).
 
-    Recomputed from the block's own parameters: ln_1, the packed in-projection,
-    a per-head softmax(q k^T / sqrt(head_dim)); the CLS query row is kept for
-    the patch keys (its weight on CLS itself is dropped).
+    Read from the recorded forward pass (:func:`eclip_core.trace.trace_vision`); the
+    CLS query's weight on itself is dropped.
     """
-    visual = model.visual
-    block = visual.transformer.resblocks[-1]
-    captured: dict[str, torch.Tensor] = {}
-    handle = block.register_forward_pre_hook(lambda _m, args: captured.__setitem__("x", args[0]))
-    try:
-        with torch.no_grad():
-            model.encode_image(images)
-    finally:
-        handle.remove()
     with torch.no_grad():
-        tokens = block.ln_1(captured["x"])  # (N, L, D), batch first
-        n, length, width = tokens.shape
-        heads = block.attn.num_heads
-        qkv = F.linear(tokens, block.attn.in_proj_weight, block.attn.in_proj_bias)
-        q, k, _ = qkv.split(width, dim=-1)
-        q = q.view(n, length, heads, -1).transpose(1, 2)
-        k = k.view(n, length, heads, -1).transpose(1, 2)
-        scores = (q[:, :, :1] @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-        weights = scores.softmax(dim=-1)[:, :, 0, 1:].mean(dim=1)  # (N, patches)
-    grid_h, grid_w = visual.grid_size
-    return weights.reshape(n, grid_h, grid_w)
+        trace = trace_vision(model, images)
+    weights = trace.blocks[-1].attn[:, :, 0, 1:].mean(dim=1)
+    return weights.reshape(len(images), *trace.grid)
 
 
 def mask_patch_fraction(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

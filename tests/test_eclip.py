@@ -122,3 +122,22 @@ def test_raw_qk_option_changes_the_loosened_term(vit_b16, images_224):
     a = ec.explain(vit_b16, images_224, t, method="grad_eclip", qk="out_proj").maps
     b = ec.explain(vit_b16, images_224, t, method="grad_eclip", qk="raw").maps
     assert not torch.allclose(a, b)
+
+
+def test_grad_eclip_matches_direct_autograd_of_the_cosine(vit_b16, images_224):
+    """Independent of the batched machinery: autograd of F.cosine_similarity, one target."""
+    from eclip_core.explainers.base import minmax
+    from eclip_core.explainers.eclip import loosened_attention
+    from eclip_core.trace import merge_heads, trace_vision
+
+    t = _targets(1, dtype=torch.float32)
+    tr = trace_vision(vit_b16, images_224[:1])
+    last = tr.blocks[-1]
+    score = F.cosine_similarity(tr.embedding, t)[0]
+    w = torch.autograd.grad(score, last.attn_out)[0][:, 0]  # (1, D)
+    block = vit_b16.visual.transformer.resblocks[-1]
+    with torch.no_grad():
+        lam = minmax(loosened_attention(block, merge_heads(last.q)[:, 0], merge_heads(last.k)[:, 1:]))
+        expected = (lam * (merge_heads(last.v)[:, 1:] @ w[0])).clamp_min(0).reshape(14, 14)
+    got = ec.explain(vit_b16, images_224[:1], t, method="grad_eclip").maps[0, 0]
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)
