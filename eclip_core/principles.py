@@ -1,0 +1,323 @@
+"""Checks of the paper's two principles (PAPER.md), as measurements with pass criteria.
+
+**P1 -- the original model.** The computation an explanation differentiates must be the
+deployed model's own forward pass and must reproduce its output.
+:func:`p1_check` compares the scores an explainer differentiated
+(``Explanation.scores``) with the original model's scores computed here,
+independently, with ``model.encode_image(preprocess(image))`` and ``model.encode_text``.
+Pass: max |drift| <= 1e-5 and zero-shot agreement == 1.0.
+:func:`p1_departures` measures the published Grad-ECLIP code's two departures (one head
+in the last block; keep-size resolution with interpolated positional embeddings)
+separately and together (= its reference mode).
+
+**P2 -- alignment with performance.** Explanation quality must move with model quality.
+:func:`p2_table` splits localisation (pointing game) and deletion AUC by whether the
+model's zero-shot prediction was right or wrong; :func:`p2_randomisation` summarises the
+model-randomisation cascade (Adebayo et al. 2018). Criteria: an explainer aligned with
+performance localises *less* well when the model is wrong (``pointing_gap`` > 0), and its
+maps decorrelate from the trained model's once the top of the model is randomised
+(Spearman well below 1 from step 1 on); maps that stay "good" when the model is wrong
+or randomised explain something else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+from .explainers import unpack
+from .images import keep_size_tensor, load_image
+from .metrics import (EvaluationTable, _prepare, _run_method, _split_method, cascade,
+                      method_options, scene_labels)
+
+__all__ = ["P1Report", "P1_DRIFT_TOLERANCE", "original_scores", "p1_check", "p1_departures",
+           "p2_randomisation", "p2_table"]
+
+P1_DRIFT_TOLERANCE = 1e-5
+P1_AGREEMENT_REQUIRED = 1.0
+
+
+# ============================================================================ P1
+
+
+@dataclass
+class P1Report:
+    """P1 for one explainer: the explained scores versus the original model's.
+
+    ``max_drift`` / ``median_drift``: max and median of |scores - original| over images
+    and texts; ``agreement``: fraction of images whose zero-shot top-1 over the texts is
+    the same in the explainer's forward pass and in the original model.
+    ``passed``: ``max_drift <= 1e-5 and agreement == 1.0``.
+    """
+
+    method: str
+    mode: str
+    max_drift: float
+    median_drift: float
+    agreement: float
+    scores: torch.Tensor  # (B, K) the scores the explainer differentiated
+    scores_original: torch.Tensor  # (B, K) the original model's, computed independently
+    tolerance: float = P1_DRIFT_TOLERANCE
+
+    @property
+    def passed(self) -> bool:
+        return self.max_drift <= self.tolerance and self.agreement >= P1_AGREEMENT_REQUIRED
+
+    def row(self) -> dict:
+        return {"method": self.method, "mode": self.mode, "max_drift": self.max_drift,
+                "median_drift": self.median_drift, "agreement": self.agreement,
+                "passed": self.passed}
+
+    def __str__(self) -> str:
+        verdict = "PASS" if self.passed else "FAIL"
+        return (f"P1 {verdict} {self.method} ({self.mode}): max |drift| {self.max_drift:.3e}, "
+                f"median {self.median_drift:.3e}, zero-shot agreement {self.agreement:.3f} "
+                f"(criteria: drift <= {self.tolerance:g}, agreement == 1)")
+
+
+def _images_list(images):
+    from .shapes import Scene
+
+    if isinstance(images, torch.Tensor):
+        return images
+    images = list(images) if isinstance(images, (list, tuple)) else [images]
+    return [im.image if isinstance(im, Scene) else im for im in images]
+
+
+def original_scores(bundle, images, texts) -> torch.Tensor:
+    """(B, K) cosines of the original model on its own pipeline, from ``encode_image``/``encode_text``.
+
+    Independent of every explainer: PIL images go through the model's preprocess; a
+    tensor must already be the model's native input.
+    """
+    model, preprocess, tokenizer = unpack(bundle)
+    p = next(model.parameters())
+    images = _images_list(images)
+    if isinstance(images, torch.Tensor):
+        x = images[None] if images.ndim == 3 else images
+        size = tuple(model.visual.image_size)
+        if tuple(x.shape[-2:]) != size:
+            raise InputError(f"P1 compares with the original pipeline ({size[0]}x{size[1]}); a "
+                             f"{tuple(x.shape[-2:])} tensor is not it: pass the PIL images")
+    else:
+        if preprocess is None:
+            raise InputError("PIL images need the model's preprocess")
+        x = torch.stack([preprocess(load_image(im)) for im in images])
+    with torch.no_grad():
+        f = F.normalize(model.encode_image(x.to(p.device, p.dtype)), dim=-1)
+        if isinstance(texts, torch.Tensor):
+            t = F.normalize(texts.to(p.device, f.dtype), dim=-1)
+        else:
+            if tokenizer is None:
+                raise InputError("strings need the model's tokenizer")
+            texts = [texts] if isinstance(texts, str) else list(texts)
+            t = F.normalize(model.encode_text(tokenizer(texts).to(p.device)), dim=-1)
+    return f @ t.T
+
+
+def p1_check(bundle, method: str, images, texts, *, mode: str = "faithful", **options) -> P1Report:
+    """P1 for ``method``: does the forward pass it differentiated reproduce the original model?
+
+    The explainer is run through :func:`eclip_core.explain` (``mode``, ``options``); its
+    ``Explanation.scores`` are compared with :func:`original_scores`. Pass criteria:
+    max |drift| <= 1e-5 and zero-shot agreement (argmax over the K texts) == 1.0.
+    """
+    from .explainers import explain
+
+    images = _images_list(images)
+    e = explain(bundle, images, texts, method=method, mode=mode, **options)
+    original = original_scores(bundle, images, texts)
+    drift = (e.scores.double() - original.double()).abs()
+    agreement = (e.scores.argmax(-1) == original.argmax(-1)).double().mean()
+    return P1Report(method, mode, float(drift.max()), float(drift.median()), float(agreement),
+                    e.scores.detach(), original.detach())
+
+
+def _labels(images, texts, labels):
+    from .shapes import Scene
+
+    if labels is None:
+        if isinstance(images, (list, tuple)) and images and all(isinstance(s, Scene) for s in images):
+            return [scene_labels(s, texts) for s in images]
+        return None
+    out = []
+    for label in labels:
+        items = label if isinstance(label, (set, frozenset, list, tuple)) else [label]
+        out.append({list(texts).index(i) if isinstance(i, str) else int(i) for i in items})
+    return out
+
+
+def p1_departures(bundle, images, texts, *, labels=None) -> EvaluationTable:
+    """The published Grad-ECLIP code's departures from the original model, one at a time.
+
+    Rows: ``original`` (``model.encode_image`` on the native pipeline), ``one_head``
+    (the last block recomputed with one head over the full width, native resolution:
+    ``trace_vision(..., last_block_heads=1)``), ``keep_size`` (the keep-size input with
+    interpolated positional embeddings and the model's own heads:
+    ``trace_vision(..., any_size=True)``) and ``reference`` (both: what Grad-ECLIP's
+    reference mode differentiates). Columns: max / median |score drift| against the
+    original, zero-shot agreement with the original's top-1, zero-shot accuracy
+    (``labels``: per image an index, a prompt or a set of them; derived from shapes-world
+    scenes, where a prediction is right when it names an object of the scene -- for a
+    single-object scene, its object's prompt), and the P1 verdict (drift <= 1e-5 and
+    agreement == 1).
+    """
+    from .explainers import text_targets
+    from .explainers.base import cosine_scores
+    from .trace import trace_vision
+
+    model, preprocess, tokenizer = unpack(bundle)
+    label_sets = _labels(images if not isinstance(images, torch.Tensor) else None, texts, labels)
+    images = _images_list(images)
+    if isinstance(images, torch.Tensor):
+        raise InputError("p1_departures needs the images themselves (PIL or paths): the "
+                         "keep-size departure resizes them")
+    p = next(model.parameters())
+    targets = text_targets(model, tokenizer, texts)
+    native = torch.stack([preprocess(load_image(im)) for im in images]).to(p.device, p.dtype)
+    patch = model.visual.patch_size[0]
+    keep = [keep_size_tensor(im, preprocess, patch).to(p.device, p.dtype) for im in images]
+
+    def keep_size_scores(heads):
+        """Scores on the keep-size inputs (traced per distinct size) and the grid(s) used."""
+        scores, grids, by_size = [None] * len(keep), set(), {}
+        for i, t in enumerate(keep):
+            by_size.setdefault(tuple(t.shape), []).append(i)
+        for idx in by_size.values():
+            tr = trace_vision(model, torch.stack([keep[i] for i in idx]), any_size=True,
+                              last_block_heads=heads)
+            grids.add(tr.grid)
+            s = cosine_scores(tr.embedding, targets)
+            for j, i in enumerate(idx):
+                scores[i] = s[j]
+        return torch.stack(scores), "x".join(map(str, grids.pop())) if len(grids) == 1 else "mixed"
+
+    heads = model.visual.transformer.resblocks[-1].attn.num_heads
+    with torch.no_grad():
+        original = cosine_scores(model.encode_image(native), targets)
+        one_head = trace_vision(model, native, last_block_heads=1)
+        keep_scores, keep_grid = keep_size_scores(None)
+        ref_scores, ref_grid = keep_size_scores(1)
+    variants = {  # name: (scores, last-block heads, patch grid)
+        "original": (original, heads, "x".join(map(str, model.visual.grid_size))),
+        "one_head": (cosine_scores(one_head.embedding, targets), 1, "x".join(map(str, one_head.grid))),
+        "keep_size": (keep_scores, heads, keep_grid),
+        "reference": (ref_scores, 1, ref_grid),
+    }
+    rows = []
+    pred0 = original.argmax(-1)
+    for name, (scores, h, grid) in variants.items():
+        drift = (scores.double() - original.double()).abs()
+        pred = scores.argmax(-1)
+        row = {"variant": name, "last_block_heads": h, "grid": grid,
+               "max_drift": float(drift.max()), "median_drift": float(drift.median()),
+               "agreement": float((pred == pred0).double().mean())}
+        if label_sets is not None:
+            row["accuracy"] = float(np.mean([int(p_) in ls for p_, ls in zip(pred.tolist(), label_sets)]))
+        row["p1_passed"] = row["max_drift"] <= P1_DRIFT_TOLERANCE and row["agreement"] >= 1.0
+        rows.append(row)
+    return EvaluationTable(rows, title=f"P1 departures on {len(images)} images, {targets.shape[0]} texts",
+                           notes=["drift and agreement against model.encode_image on the native pipeline",
+                                  "P1 criteria: max drift <= 1e-5 and agreement == 1"])
+
+
+# ============================================================================ P2
+
+
+def p2_table(bundle, methods, scenes, *, texts=None, steps: int = 16, rise_masks: int = 500,
+             seed: int = 0, batch_size: int = 50, curve_batch: int | None = None,
+             progress: bool = False) -> EvaluationTable:
+    """P2: localisation and deletion split by the model's zero-shot correctness.
+
+    For each scene the target is its first object's prompt (the true prompt) among
+    ``texts`` (default: every shapes prompt) and the original model's prediction is the
+    top-1 over ``texts``; a prediction is *right* when it is the target (use
+    single-object scenes). Per explainer (``"name"`` or ``"name:reference"``), on the
+    target's map: pointing-game hit rate and deletion AUC (score, uniform baseline,
+    ours protocol) on right and on wrong predictions.
+
+    ``pointing_wrong`` is how often the explainer still "localises" the named object
+    when the model got the scene wrong; ``pointing_gap = pointing_right -
+    pointing_wrong``. Criterion: an explainer aligned with the model's performance has
+    ``pointing_gap`` > 0 (its maps degrade when the model fails); a gap near 0 (maps
+    equally good either way) does not reflect the model. Deletion AUC (lower is better)
+    is reported for both splits as context, not as a criterion: on wrong predictions
+    the target's score starts lower, so its AUC is lower whatever the map. NaN where a
+    split is empty.
+    """
+    from tqdm.auto import tqdm
+
+    from .explainers.base import cosine_scores
+
+    bundle, scenes, texts, images, targets, target_idx = _prepare(bundle, scenes, texts)
+    model = bundle[0]
+    if curve_batch is None:
+        curve_batch = 64 if images.shape[-1] * images.shape[-2] <= 128 * 128 else 32
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    with torch.no_grad():
+        pred = cosine_scores(model.encode_image(images), targets).argmax(-1).cpu().numpy()
+    right = pred == np.asarray(target_idx)
+    rows = []
+    for spec in tqdm(methods, desc="P2", disable=not progress):
+        run = _run_method(bundle, spec, scenes, images, texts, targets, target_idx, steps=steps,
+                          rise_masks=rise_masks, seed=seed, batch_size=batch_size,
+                          curve_batch=curve_batch, insertion=False, progress=progress)
+        deletion = np.array([c.auc_score for c in run.deletion])
+
+        def split(values, which):
+            v = values[which]
+            return float(v.mean()) if len(v) else float("nan")
+
+        pr, pw = split(run.pointing.astype(float), right), split(run.pointing.astype(float), ~right)
+        dr, dw = split(deletion, right), split(deletion, ~right)
+        rows.append({"method": spec, "n_right": int(right.sum()), "n_wrong": int((~right).sum()),
+                     "pointing_right": pr, "pointing_wrong": pw, "pointing_gap": pr - pw,
+                     "deletion_right": dr, "deletion_wrong": dw})
+    return EvaluationTable(
+        rows, title=f"P2: explanation quality split by zero-shot correctness ({len(scenes)} scenes, "
+                    f"accuracy {right.mean():.3f})",
+        notes=["target = the true prompt; right = the model's top-1 is the target",
+               "pointing_gap = pointing_right - pointing_wrong: > 0 means the maps degrade "
+               "when the model fails (aligned with performance)",
+               "deletion AUC: lower is better"],
+        meta={"accuracy": float(right.mean()), "predictions": pred.tolist(), "targets": target_idx,
+              "steps": steps, "seed": seed})
+
+
+def p2_randomisation(bundle, methods, images, texts, *, seed: int = 0, rise_masks: int = 500,
+                     progress: bool = False) -> EvaluationTable:
+    """P2: the model-randomisation cascade per explainer (rank correlation at each step).
+
+    Columns ``s0:trained``, ``s1:proj+ln_post``, ``s2:block{L-1}``, ..., ``embeddings``:
+    the mean Spearman correlation between the trained model's maps and the maps after
+    randomising the vision tower down to that step (cumulative, top down, on a copy of
+    the model; see :func:`eclip_core.metrics.randomisation_cascade`). The last row,
+    ``(zero-shot agreement)``, is the fraction of images whose top-1 is unchanged: the
+    model's performance collapsing. Criterion: the explainer's correlation falls with
+    it; a correlation that stays high while the model is randomised fails P2.
+    """
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    options = {spec: method_options(_split_method(spec)[0], rise_masks=rise_masks, seed=seed)
+               for spec in methods}
+    images = _images_list(images)
+    results = cascade(bundle, methods, images, texts, seed=seed, options=options, progress=progress)
+    rows = []
+    for spec, steps in results.items():
+        row = {"method": spec}
+        row.update({f"s{s.step}:{s.name}": s.spearman for s in steps})
+        rows.append(row)
+    first = next(iter(results.values()))
+    agreement = {"method": "(zero-shot agreement)"}
+    agreement.update({f"s{s.step}:{s.name}": s.agreement for s in first})
+    rows.append(agreement)
+    return EvaluationTable(
+        rows, title=f"P2: randomisation cascade, Spearman rank correlation with the trained maps "
+                    f"({len(images)} images, {len(texts)} texts)",
+        notes=["cumulative, top down: s1 randomises proj + ln_post, then one block per step, "
+               "finally the embeddings", "step 0 is 1 by construction; lower afterwards is better"],
+        meta={"pearson": {spec: [s.pearson for s in steps] for spec, steps in results.items()},
+              "seed": seed})

@@ -1,0 +1,297 @@
+"""Metrics on constructed cases where the right answer is known, and evaluate() end to end."""
+
+import copy
+import json
+import math
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.transforms import Compose, Normalize
+
+import eclip_core as ec
+from eclip_core import metrics as M
+from eclip_core import shapes
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
+PREPROCESS = Compose([Normalize(MEAN, STD)])  # only its Normalize step is read
+SIZE = 16
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread for these small models: on a loaded 2-core machine a second
+    thread mostly waits for a busy core (measured 3-6x slower); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class RegionModel(nn.Module):
+    """A model whose image embedding depends only on the pixels of one region.
+
+    ``encode_image``: the mean (normalised) colour of rows r0:r1, cols c0:c1, plus a
+    constant 1, so deleting pixels outside the region changes nothing.
+    """
+
+    def __init__(self, region):
+        super().__init__()
+        self.region = region
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def encode_image(self, x):
+        r0, r1, c0, c1 = self.region
+        colour = x[:, :, r0:r1, c0:c1].mean((2, 3))
+        return torch.cat([colour, torch.ones(len(x), 1, dtype=x.dtype)], 1) * self.scale
+
+
+def normalise(pixels):
+    return (pixels - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+
+
+def scene(region=(4, 8, 4, 8)):
+    """A grey image with a saturated red square on ``region``; (image, model, targets)."""
+    pixels = torch.full((3, SIZE, SIZE), 0.5)
+    r0, r1, c0, c1 = region
+    pixels[:, r0:r1, c0:c1] = torch.tensor([0.95, 0.05, 0.1]).view(3, 1, 1)
+    image = normalise(pixels)
+    model = RegionModel(region)
+    with torch.no_grad():
+        own = model.encode_image(image[None])[0]
+        black = model.encode_image(normalise(torch.zeros(3, SIZE, SIZE))[None])[0]
+    return image, model, F.normalize(torch.stack([own, black]), dim=-1)
+
+
+def cosine(model, x, target):
+    with torch.no_grad():
+        return float(F.normalize(model.encode_image(x[None]), dim=-1)[0] @ target)
+
+
+def region_map(region, grid=4):
+    """Patch-grid map (grid x grid) that is 1 on the patches covering ``region``."""
+    r0, r1, c0, c1 = region
+    p = SIZE // grid
+    m = torch.zeros(grid, grid)
+    m[r0 // p:(r1 - 1) // p + 1, c0 // p:(c1 - 1) // p + 1] = 1
+    return m
+
+
+# ----------------------------------------------------------------------------- deletion / insertion
+
+
+@pytest.mark.parametrize("baseline", ["uniform", "blur", "mean", "black"])
+def test_map_on_the_region_beats_its_inverse(baseline):
+    image, model, targets = scene()
+    good = region_map((4, 8, 4, 8))
+    kw = dict(preprocess=PREPROCESS, steps=16, baseline=baseline)
+    if baseline == "blur":  # the region model reads a mean colour, which a light blur keeps
+        kw["blur_sigma"] = 3.0
+    d_good = M.deletion_curve(model, image, good, targets, 0, **kw)
+    d_bad = M.deletion_curve(model, image, 1 - good, targets, 0, **kw)
+    i_good = M.insertion_curve(model, image, good, targets, 0, **kw)
+    i_bad = M.insertion_curve(model, image, 1 - good, targets, 0, **kw)
+    assert d_good.auc_score < d_bad.auc_score - 0.05, (d_good.auc_score, d_bad.auc_score)
+    assert i_good.auc_score > i_bad.auc_score + 0.05, (i_good.auc_score, i_bad.auc_score)
+    # measured with the model on its own input: the unperturbed point is the model's score
+    assert d_good.scores[0] == pytest.approx(cosine(model, image, targets[0]), abs=1e-6)
+    assert i_good.scores[-1] == pytest.approx(cosine(model, image, targets[0]), abs=1e-6)
+    assert d_good.fractions[0] == 0 and d_good.fractions[-1] == 1 and len(d_good.fractions) == 17
+    assert d_good.direction.startswith("deletion: lower") and i_good.direction.startswith("insertion: higher")
+
+
+def test_perturbation_happens_in_pixel_space():
+    """Fully deleted with the mean / black baseline = the mean colour / black image, re-normalised."""
+    image, model, targets = scene()
+    sal = torch.rand(4, 4, generator=torch.Generator().manual_seed(0))
+    mean_end = M.deletion_curve(model, image, sal, targets, 0, preprocess=PREPROCESS, steps=4,
+                                baseline="mean").scores[-1]
+    assert mean_end == pytest.approx(cosine(model, torch.zeros(3, SIZE, SIZE), targets[0]), abs=1e-6)
+    black = M.deletion_curve(model, image, sal, targets, 0, preprocess=PREPROCESS, steps=4, baseline="black")
+    black_image = normalise(torch.zeros(3, SIZE, SIZE))
+    assert black.scores[-1] == pytest.approx(cosine(model, black_image, targets[0]), abs=1e-6)
+    # zero-shot top-1 over the two targets: the own image, then the black one
+    assert black.correct[0] and not black.correct[-1]
+    assert black.auc_correct < 1.0
+
+
+def test_ties_are_broken_in_raster_order():
+    """A constant map deletes the top rows first: a top region dies at once, a bottom one last."""
+    flat = torch.ones(4, 4)
+    top_image, top_model, top_t = scene((0, 4, 6, 10))
+    bottom_image, bottom_model, bottom_t = scene((12, 16, 6, 10))
+    kw = dict(preprocess=PREPROCESS, steps=16, baseline="black")
+    top = M.deletion_curve(top_model, top_image, flat, top_t, 0, **kw)
+    bottom = M.deletion_curve(bottom_model, bottom_image, flat, bottom_t, 0, **kw)
+    untouched = bottom.fractions <= 0.75
+    assert np.allclose(bottom.scores[untouched], bottom.scores[0], atol=1e-6)
+    assert top.scores[2] < top.scores[0] - 0.05
+    assert top.auc_score < bottom.auc_score - 0.1
+    again = M.deletion_curve(top_model, top_image, flat, top_t, 0, **kw)
+    assert np.array_equal(again.scores, top.scores)
+
+
+def test_published_protocol_schedule():
+    image, model, targets = scene()
+    sal = region_map((4, 8, 4, 8))
+    d = M.deletion_curve(model, image, sal, targets, 0, preprocess=PREPROCESS, protocol="published")
+    per_step = SIZE * SIZE // 200
+    assert len(d.fractions) == 11 and d.baseline == "uniform"
+    assert np.allclose(np.diff(d.fractions), 10 * per_step / SIZE ** 2)
+    assert d.fractions[-1] <= 0.5
+    i = M.insertion_curve(model, image, sal, targets, 0, preprocess=PREPROCESS, protocol="published")
+    assert i.baseline == "black"
+    black = normalise(torch.zeros(3, SIZE, SIZE))
+    assert i.scores[0] == pytest.approx(cosine(model, black, targets[0]), abs=1e-6)
+
+
+def test_batched_curves_equal_single_curves():
+    image_a, model, targets = scene()
+    image_b = normalise(torch.rand(3, SIZE, SIZE, generator=torch.Generator().manual_seed(3)))
+    maps = [region_map((4, 8, 4, 8)), torch.rand(4, 4, generator=torch.Generator().manual_seed(4))]
+    batch = M.perturbation_curves(model, torch.stack([image_a, image_b]), maps, targets, [0, 1],
+                                  kind="insertion", preprocess=PREPROCESS, steps=8, batch_size=5)
+    for image, sal, index, curve in zip([image_a, image_b], maps, [0, 1], batch):
+        single = M.insertion_curve(model, image, sal, targets, index, preprocess=PREPROCESS, steps=8)
+        assert np.allclose(single.scores, curve.scores, atol=1e-6)
+        assert np.array_equal(single.correct, curve.correct)
+
+
+# ----------------------------------------------------------------------------- localisation
+
+
+def test_pointing_game_on_hand_made_maps():
+    mask = np.zeros((16, 16), bool)
+    mask[8:12, 12:16] = True
+    sal = torch.zeros(4, 4)
+    sal[2, 3] = 1.0  # patch rows 8:12, cols 12:16 at 16 px
+    assert M.pointing_game(sal, mask)
+    sal2 = torch.zeros(4, 4)
+    sal2[0, 0] = 1.0
+    assert not M.pointing_game(sal2, mask)
+    assert M.pointing_game(sal2, mask, tolerance=12) and not M.pointing_game(sal2, mask, tolerance=11)
+    # ties: the first maximum in raster order points (a constant map points at the top-left)
+    corner = np.zeros((16, 16), bool)
+    corner[0, 0] = True
+    assert M.pointing_game(torch.ones(4, 4), corner)
+    assert not M.pointing_game(torch.ones(4, 4), mask)
+
+
+def test_energy_in_mask_on_hand_made_maps():
+    mask = np.zeros((16, 16), bool)
+    mask[:8] = True  # top half
+    sal = torch.ones(16, 16)
+    sal[:8] = 3.0
+    assert M.energy_in_mask(sal, mask) == pytest.approx(0.75)
+    sal[8:12] = -5.0  # negative mass is ignored
+    assert M.energy_in_mask(sal, mask) == pytest.approx(3 * 128 / (3 * 128 + 64))
+    assert M.energy_in_mask(-torch.ones(4, 4), mask) == 0.0
+    coarse = torch.tensor([[1.0, 1.0], [0.0, 0.0]])  # upsampled to the mask size first
+    e = M.energy_in_mask(coarse, mask)
+    assert 0.75 < e < 1.0
+
+
+# ----------------------------------------------------------------------------- rank correlation
+
+
+def test_spearman_hand_computed_with_ties():
+    # ranks (average ties): a -> [1, 2.5, 2.5, 4], b -> [1, 3, 2, 4]; r = 4.5 / sqrt(4.5 * 5)
+    assert M.spearman([1.0, 2.0, 2.0, 3.0], [1.0, 3.0, 2.0, 4.0]) == pytest.approx(math.sqrt(0.9))
+    x = torch.randn(50, generator=torch.Generator().manual_seed(0))
+    assert M.spearman(x, x.exp()) == pytest.approx(1.0)
+    assert M.spearman(x, -x ** 3) == pytest.approx(-1.0)
+    assert torch.equal(M.average_ranks(torch.tensor([3.0, 1.0, 3.0, 2.0])),
+                       torch.tensor([3.5, 1.0, 3.5, 2.0], dtype=torch.float64))
+    batch = M.spearman(torch.stack([x, x]), torch.stack([x.exp(), -x]))
+    assert batch.shape == (2,) and batch[0] == pytest.approx(1.0) and batch[1] == pytest.approx(-1.0)
+    assert M.spearman(torch.zeros(5), torch.zeros(5)) == 1.0
+    assert M.spearman(torch.zeros(5), x[:5]) == 0.0
+
+
+# ----------------------------------------------------------------------------- randomisation
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    torch.manual_seed(0)
+    model = open_clip.CLIP(
+        embed_dim=16,
+        vision_cfg=dict(image_size=32, patch_size=8, width=32, layers=2, head_width=16),
+        text_cfg=dict(context_length=8, vocab_size=32, width=16, heads=2, layers=1),
+    )
+    return model.eval()
+
+
+def test_randomisation_cascade(tiny_clip):
+    before = copy.deepcopy(tiny_clip.state_dict())
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    texts = F.normalize(torch.randn(3, 16, generator=torch.Generator().manual_seed(2)), dim=-1)
+    steps = M.randomisation_cascade(tiny_clip, "attention_eclip", images, texts, seed=0)
+    assert [s.name for s in steps] == ["trained", "proj+ln_post", "block1", "block0", "embeddings"]
+    assert steps[0].spearman == pytest.approx(1.0) and steps[0].agreement == 1.0
+    assert steps[1].spearman < 0.9, [s.spearman for s in steps]
+    assert max(s.spearman for s in steps[1:]) < 0.95
+    randomised = {n for s in steps for n in s.parameters}
+    assert randomised == {n for n, _ in tiny_clip.visual.named_parameters()}
+    after = tiny_clip.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the user's model is untouched
+    again = M.randomisation_cascade(tiny_clip, "attention_eclip", images, texts, seed=0)
+    assert [s.spearman for s in again] == [s.spearman for s in steps]
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    try:
+        return ec.load_model()
+    except ec.ModelLoadError as err:
+        pytest.skip(f"embedded model not available: {err}")
+
+
+def test_evaluate_on_embedded_model(embedded, tmp_path):
+    scenes = shapes.eval_set(4)
+    methods = list(ec.METHODS) + ["grad_eclip:reference"]
+    texts = shapes.prompts()[:10]  # holds the 4 scenes' prompts; fewer targets keep the test fast
+    table = M.evaluate(embedded, scenes, methods, texts=texts, steps=8, rise_masks=40, progress=False)
+    assert [r["method"] for r in table.rows] == methods
+    for row in table.rows:
+        assert row["n"] == 4
+        for key in ("deletion_auc", "insertion_auc", "deletion_acc_auc", "insertion_acc_auc",
+                    "pointing_game", "energy_in_mask", "ms_per_image", "cost_ratio"):
+            assert math.isfinite(row[key]), (row["method"], key)
+        assert 0 <= row["pointing_game"] <= 1 and 0 <= row["energy_in_mask"] <= 1
+        assert -1 <= row["deletion_auc"] <= 1 and row["cost_ratio"] > 0
+    text = str(table)
+    assert all(m in text for m in methods) and "lower is better" in text
+    table.to_csv(tmp_path / "t.csv")
+    assert (tmp_path / "t.csv").read_text().count("\n") == len(methods) + 1
+    loaded = json.loads(table.to_json(tmp_path / "t.json").read_text())
+    assert [r["method"] for r in loaded["rows"]] == methods
+
+    # the table's numbers are the metric functions' numbers on the same maps
+    model, preprocess, _ = embedded
+    prompts = texts
+    e = ec.explain(embedded, [s.image for s in scenes], prompts, method="attention_eclip")
+    x = torch.stack([preprocess(s.image) for s in scenes])
+    idx = [prompts.index(f"a {s.objects[0].phrase}") for s in scenes]
+    aucs = [M.deletion_curve(embedded, x[i], e.maps[i, idx[i]], prompts, idx[i], steps=8).auc_score
+            for i in range(4)]
+    hits = [M.pointing_game(e.maps[i, idx[i]], scenes[i].objects[0].mask) for i in range(4)]
+    row = table.row("attention_eclip")
+    assert row["deletion_auc"] == pytest.approx(np.mean(aucs), abs=1e-6)
+    assert row["pointing_game"] == pytest.approx(np.mean(hits))
+
+
+def test_evaluate_published_protocol(embedded):
+    scenes = shapes.eval_set(3)
+    table = M.evaluate(embedded, scenes, ["attention", "gradcam"], texts=shapes.prompts()[:10],
+                       protocol="published", progress=False)
+    assert table.meta["protocol"] == "published" and "protocol=published" in str(table)
+    for row in table.rows:
+        assert math.isfinite(row["deletion_auc"]) and math.isfinite(row["insertion_auc"])
+        assert abs(row["deletion_auc"]) <= 0.5 + 1e-9  # scored up to half of the image only

@@ -1,0 +1,140 @@
+"""P1 and P2 checks: they pass where the answer is known to be yes and fail where it is no."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from PIL import Image
+
+import eclip_core as ec
+from eclip_core import metrics as M
+from eclip_core import principles as P
+from eclip_core import shapes
+from eclip_core.embedded import build_model, build_preprocess
+from eclip_core.train import default_model_config, default_preprocess_config
+from eclip_core.vocab import ShapesTokenizer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread for these small models: on a loaded 2-core machine a second
+    thread mostly waits for a busy core (measured 3-6x slower); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def preprocess_of(model):
+    return image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
+
+
+def noise_image(width, height, seed):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
+
+
+# ----------------------------------------------------------------------------- P1
+
+
+def test_p1_faithful_passes_reference_fails_on_vit_b16(vit_b16, tokenizer_b16):
+    bundle = (vit_b16, preprocess_of(vit_b16), tokenizer_b16)
+    image = [noise_image(300, 200, 0)]  # keep-size 208x304 (13x19 patches) vs native 224 crop
+    texts = ["a photo of a dog", "a diagram"]
+    faithful = P.p1_check(bundle, "attention_eclip", image, texts)
+    assert faithful.passed, str(faithful)
+    assert faithful.max_drift <= 1e-5 and faithful.agreement == 1.0
+    reference = P.p1_check(bundle, "grad_eclip", image, texts, mode="reference")
+    assert not reference.passed, str(reference)
+    assert reference.max_drift > 1e-4
+    # the original scores were computed independently of the explainer, on the native pipeline
+    with torch.no_grad():
+        x = bundle[1](image[0])[None]
+        f = F.normalize(vit_b16.encode_image(x), dim=-1)
+        t = F.normalize(vit_b16.encode_text(tokenizer_b16(texts)), dim=-1)
+    assert torch.allclose(reference.scores_original, f @ t.T, atol=1e-6)
+
+
+def test_p1_departures_on_a_one_head_model(one_head_clip):
+    """With one head per block the one-head recompute is the model itself; keep-size is not."""
+    preprocess = image_transform_v2(PreprocessCfg(size=224, mean=(0.48, 0.46, 0.41),
+                                                  std=(0.27, 0.26, 0.28)), is_train=False)
+    bundle = (one_head_clip, preprocess, None)
+    images = [noise_image(320, 192, 1), noise_image(320, 192, 2)]
+    targets = F.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    table = P.p1_departures(bundle, images, targets, labels=[0, 1])
+    rows = {r["variant"]: r for r in table.rows}
+    assert rows["original"]["max_drift"] == 0.0 and rows["original"]["p1_passed"]
+    assert rows["one_head"]["max_drift"] <= 1e-5 and rows["one_head"]["p1_passed"]
+    assert rows["keep_size"]["grid"] == "6x10" and rows["keep_size"]["max_drift"] > 1e-4
+    assert not rows["keep_size"]["p1_passed"] and not rows["reference"]["p1_passed"]
+    # together = what the explainer's reference mode differentiates
+    e = ec.explain(bundle, images, targets, method="grad_eclip", mode="reference")
+    reference = P.p1_check(bundle, "grad_eclip", images, targets, mode="reference")
+    assert reference.max_drift == pytest.approx(rows["reference"]["max_drift"], abs=1e-6)
+    assert torch.allclose(e.scores, reference.scores)
+    assert 0 <= rows["original"]["accuracy"] <= 1
+
+
+# ----------------------------------------------------------------------------- P2
+
+
+@pytest.fixture(scope="module")
+def shapes_bundle():
+    """The embedded model when its weights are there; else the same architecture, random init."""
+    try:
+        return ec.load_model()
+    except ec.ModelLoadError:
+        torch.manual_seed(0)
+        model = build_model(default_model_config()).eval()
+        return (model, build_preprocess(default_preprocess_config()),
+                ShapesTokenizer(context_length=model.context_length))
+
+
+def test_p2_table_splits_by_correctness(shapes_bundle):
+    scenes = shapes.eval_set(10, n_objects=(2, 3))  # the target (first object) is often not the top-1
+    table = P.p2_table(shapes_bundle, ["attention_eclip", "grad_eclip:reference"], scenes, steps=4)
+    prompts = shapes.prompts()
+    e = ec.explain(shapes_bundle, [s.image for s in scenes], prompts, method="attention_eclip")
+    original = P.original_scores(shapes_bundle, [s.image for s in scenes], prompts)
+    idx = [prompts.index(f"a {s.objects[0].phrase}") for s in scenes]
+    right = original.argmax(-1).numpy() == np.array(idx)
+    hits = np.array([M.pointing_game(e.maps[i, idx[i]], s.objects[0].mask) for i, s in enumerate(scenes)])
+    row = table.row("attention_eclip")
+    assert row["n_right"] == right.sum() and row["n_wrong"] == (~right).sum()
+    for key, which in (("pointing_right", right), ("pointing_wrong", ~right)):
+        expected = hits[which].mean() if which.any() else float("nan")
+        assert row[key] == pytest.approx(expected, nan_ok=True)
+    assert table.meta["accuracy"] == pytest.approx(right.mean())
+    assert "pointing_gap" in table.columns and "deletion_wrong" in table.columns
+
+
+def test_p2_randomisation_table(shapes_bundle):
+    scenes = shapes.eval_set(2)
+    texts = shapes.prompts()[:6]
+    table = P.p2_randomisation(shapes_bundle, ["attention_eclip", "rise"], [s.image for s in scenes],
+                               texts, rise_masks=30)
+    assert [r["method"] for r in table.rows] == ["attention_eclip", "rise", "(zero-shot agreement)"]
+    depth = len(shapes_bundle[0].visual.transformer.resblocks)
+    steps = [c for c in table.columns if c.startswith("s")]
+    assert len(steps) == depth + 3 and steps[0] == "s0:trained" and steps[1] == "s1:proj+ln_post"
+    for row in table.rows:
+        assert row["s0:trained"] == pytest.approx(1.0)
+        assert all(math.isfinite(row[c]) for c in steps)
+    assert table.row("attention_eclip")["s1:proj+ln_post"] < 0.9
+
+
+def test_p1_with_strings_on_the_shapes_model(shapes_bundle):
+    """Texts as strings: the original side encodes them itself with the model's tokenizer."""
+    images = [s.image for s in shapes.eval_set(3)]
+    prompts = shapes.prompts()
+    for method in ("attention_eclip", "gradcam", "rise"):
+        report = P.p1_check(shapes_bundle, method, images, prompts,
+                            **({"n_masks": 20} if method == "rise" else {}))
+        assert report.passed, str(report)
+    reference = P.p1_check(shapes_bundle, "grad_eclip", images, prompts, mode="reference")
+    assert not reference.passed and reference.max_drift > 1e-4
+    assert "FAIL" in str(reference) and reference.row()["passed"] is False
