@@ -97,8 +97,16 @@ def pushforward(fn, leaf: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
     dimension; ``tangents`` is (N, B, ...); returns (N, B, E). The cost grows with N
     (e.g. the patches), not with the number of targets.
     """
+    import warnings
+
     import torch.autograd.forward_ad as fwAD
 
+    with warnings.catch_warnings():  # torch's first forward-AD call warns about its own jit use
+        warnings.simplefilter("ignore", FutureWarning)
+        return _pushforward(fwAD, fn, leaf, tangents)
+
+
+def _pushforward(fwAD, fn, leaf, tangents):
     with torch.no_grad(), fwAD.dual_level():
         dual = fwAD.make_dual(leaf.detach().expand_as(tangents).contiguous(), tangents)
         return fwAD.unpack_dual(fn(dual)).tangent
