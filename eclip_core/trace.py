@@ -218,21 +218,39 @@ def vision_readout(visual: VisionTransformer, block, x_cls, attn_out_cls) -> tor
 
 
 def trace_vision(model, images: torch.Tensor, *, last_block_heads: int | None = None,
-                 any_size: bool = False) -> Trace:
+                 any_size: bool = False, record: str = "all") -> Trace:
     """Recorded forward pass of the image tower.
 
     ``last_block_heads=1`` and ``any_size=True`` (grid from the image, interpolated
     positional embeddings) are the published Grad-ECLIP departures; by default the
     trace is the model's own forward pass and reproduces ``model.encode_image``.
+    ``record="last"`` runs the blocks before the last through the model's own modules
+    (fused attention, nothing kept) and records the last block only.
     """
     visual = vision_tower(model)
     check_images(visual, images, any_size=any_size)
     x, grid = embed_images(visual, images)
     heads = {-1: last_block_heads} if last_block_heads else None
-    blocks = run_blocks(visual.transformer.resblocks, x, heads=heads)
+    resblocks = visual.transformer.resblocks
+    if record == "last":
+        x = _run_unrecorded(visual.transformer, resblocks[:-1], x)
+        blocks = run_blocks(resblocks[-1:], x, heads={0: last_block_heads} if last_block_heads else None)
+    elif record == "all":
+        blocks = run_blocks(resblocks, x, heads=heads)
+    else:
+        raise ValueError(f"record must be 'all' or 'last', got {record!r}")
     last = blocks[-1]
     emb = vision_readout(visual, visual.transformer.resblocks[-1], last.x_in[:, 0], last.attn_out[:, 0])
     return Trace(blocks, emb, torch.zeros(len(images), dtype=torch.long), grid)
+
+
+def _run_unrecorded(transformer, blocks, x: torch.Tensor) -> torch.Tensor:
+    """Blocks through their own forward (batch-first tokens in and out)."""
+    batch_first = getattr(transformer, "batch_first", True)
+    x = x if batch_first else x.transpose(0, 1)
+    for block in blocks:
+        x = block(x)
+    return x if batch_first else x.transpose(0, 1)
 
 
 # ----------------------------------------------------------------------------- text

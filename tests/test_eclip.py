@@ -16,13 +16,14 @@ def _targets(k, dim=512, dtype=torch.float64, seed=3):
 
 @pytest.mark.parametrize("mode", ["faithful", "reference"])
 @pytest.mark.parametrize("loosened", [True, False])
-def test_image_routes_agree_in_float64(vit_b16_f64, images_224, mode, loosened):
-    x, t = images_224[:1].double(), _targets(3)
+@pytest.mark.parametrize("k", [3, 20], ids=["reverse-mode", "forward-mode"])
+def test_image_routes_agree_in_float64(vit_b16_f64, images_224, mode, loosened, k):
+    x, t = images_224[:1].double(), _targets(k)
     g, sg = grad_eclip(vit_b16_f64, x, t, mode=mode, loosened=loosened)
     a, sa = attention_eclip(vit_b16_f64, x, t, mode=mode, loosened=loosened)
     rel = ((g - a).abs().max() / g.abs().max()).item()
     print(f"image {mode} loosened={loosened}: max|G-A|/max|G| = {rel:.2e}")
-    assert g.shape == (1, 3, 14, 14)
+    assert g.shape == (1, k, 14, 14)
     assert g.abs().max() > 0
     assert rel <= 1e-10
     assert torch.equal(sg, sa)

@@ -55,3 +55,12 @@ def test_one_head_recompute_is_another_function(vit_b16, images_224):
         own = trace_vision(vit_b16, images_224).embedding
         one_head = trace_vision(vit_b16, images_224, last_block_heads=1).embedding
     assert (own - one_head).abs().max() > 1e-3
+
+
+def test_recording_only_the_last_block_gives_the_same_last_block(vit_b16, images_224):
+    with torch.no_grad():
+        full = trace_vision(vit_b16, images_224)
+        last = trace_vision(vit_b16, images_224, record="last")
+    assert len(last.blocks) == 1
+    assert (last.embedding - full.embedding).abs().max() <= 1e-5
+    assert (last.blocks[0].attn - full.blocks[-1].attn).abs().max() <= 1e-5

@@ -16,7 +16,7 @@ def _patch_maps(rows: torch.Tensor, grid, k: int) -> torch.Tensor:
 def raw_attention(model, images, targets):
     """CLS row of the last block's attention probabilities, mean over heads."""
     with torch.no_grad():
-        tr = trace_vision(model, images)
+        tr = trace_vision(model, images, record="last")
         rows = tr.blocks[-1].attn[:, :, 0].mean(1)
     return _patch_maps(rows, tr.grid, len(targets)), cosine_scores(tr.embedding, targets)
 

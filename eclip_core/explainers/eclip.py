@@ -26,6 +26,8 @@ from ..trace import (Trace, merge_heads, text_tower, trace_text, trace_vision, v
 from .base import cosine_cotangents, cosine_scores, minmax, pullback, pushforward, unit
 
 QK_CHOICES = ("out_proj", "raw")
+#: Up to this many targets Attention-ECLIP differentiates in reverse mode, beyond in forward mode.
+REVERSE_MODE_TARGETS = 16
 
 
 def merge_heads_last(t: torch.Tensor) -> torch.Tensor:
@@ -75,7 +77,7 @@ def image_eclip_parts(model, images: torch.Tensor, targets: torch.Tensor, *, rou
     reference = mode == "reference"
     with torch.no_grad():
         tr = trace_vision(model, images, last_block_heads=1 if reference else None,
-                          any_size=reference)
+                          any_size=reference, record="last")
     last = tr.blocks[-1]
     x_cls, v = last.x_in[:, 0], last.v  # v: (B, H, T, d)
     cot = cosine_cotangents(tr.embedding, targets)  # (K, B, E)
@@ -83,12 +85,13 @@ def image_eclip_parts(model, images: torch.Tensor, targets: torch.Tensor, *, rou
     if route == "attention":
         def from_attn_row(row):  # row: (..., B, H, T), the CLS row of A
             return vision_readout(visual, block, x_cls, merge_heads_last(row.unsqueeze(-2) @ v))
-        # forward mode: d f / d A^h_{0,i}, summed over heads, for every token i at once;
-        # the K targets then cost one (K, E) x (E, T) product
         row = last.attn[:, :, 0]
-        tangents = torch.eye(row.shape[-1], dtype=row.dtype)[:, None, None, :].expand(-1, *row.shape)
-        jvp = pushforward(from_attn_row, row, tangents)  # (T, B, E)
-        grad = torch.einsum("kbe,tbe->kbt", cot, jvp)  # (K, B, T): sum_h dS/dA^h_{0,t}
+        if len(targets) <= REVERSE_MODE_TARGETS:  # a few targets: one small backward pass each
+            grad = pullback(from_attn_row, row, cot).sum(2)  # (K, B, T): sum_h dS/dA^h_{0,t}
+        else:  # many: forward mode, d f / d A^h_{0,t} summed over heads for every token t at
+            # once; the K targets then cost one (K, E) x (E, T) product
+            tangents = torch.eye(row.shape[-1], dtype=row.dtype)[:, None, None, :].expand(-1, *row.shape)
+            grad = torch.einsum("kbe,tbe->kbt", cot, pushforward(from_attn_row, row, tangents))
         contrib = grad[..., 1:]
     elif route == "grad":
         grad = pullback(lambda o: vision_readout(visual, block, x_cls, o), last.attn_out[:, 0], cot)

@@ -13,7 +13,7 @@ def gradcam(model, images, targets):
     visual = vision_tower(model)
     block = visual.transformer.resblocks[-1]
     with torch.no_grad():
-        tr = trace_vision(model, images)
+        tr = trace_vision(model, images, record="last")
     x = tr.blocks[-1].x_in
     heads = block.attn.num_heads
 

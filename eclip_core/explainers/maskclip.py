@@ -18,7 +18,7 @@ def maskclip(model, images, targets):
     visual = vision_tower(model)
     block = visual.transformer.resblocks[-1]
     with torch.no_grad():
-        tr = trace_vision(model, images)
+        tr = trace_vision(model, images, record="last")
         values = block.attn.out_proj(merge_heads(tr.blocks[-1].v)[:, 1:])
         dense = visual.ln_post(values) @ visual.proj
         maps = unit(dense) @ targets.to(dense.dtype).T  # (B, N, K)
