@@ -16,6 +16,16 @@ def _random_model(name: str, seed: int = 0, **kwargs):
         return open_clip.create_model(name, pretrained=None, **kwargs).eval()
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tiny models: on a loaded 2-core machine a second thread
+    mostly waits for a busy core; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def vit_b16():
     """ViT-B-16, random init, seed 0, float32."""

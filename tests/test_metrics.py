@@ -21,14 +21,7 @@ PREPROCESS = Compose([Normalize(MEAN, STD)])  # only its Normalize step is read
 SIZE = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread for these small models: on a loaded 2-core machine a second
-    thread mostly waits for a busy core (measured 3-6x slower); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class RegionModel(nn.Module):
