@@ -22,6 +22,8 @@ or randomised explain something else.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -274,15 +276,20 @@ def p2_table(bundle, methods, scenes, *, texts=None, steps: int = 16, rise_masks
 
         pr, pw = split(run.pointing.astype(float), right), split(run.pointing.astype(float), ~right)
         dr, dw = split(deletion, right), split(deletion, ~right)
-        rows.append({"method": spec, "n_right": int(right.sum()), "n_wrong": int((~right).sum()),
+        n_right, n_wrong = int(right.sum()), int((~right).sum())
+        gap_se = math.sqrt(pr * (1 - pr) / n_right + pw * (1 - pw) / n_wrong) \
+            if n_right and n_wrong else float("nan")
+        rows.append({"method": spec, "n_right": n_right, "n_wrong": n_wrong,
                      "pointing_right": pr, "pointing_wrong": pw, "pointing_gap": pr - pw,
-                     "deletion_right": dr, "deletion_wrong": dw})
+                     "gap_se": gap_se, "deletion_right": dr, "deletion_wrong": dw})
     return EvaluationTable(
         rows, title=f"P2: explanation quality split by zero-shot correctness ({len(scenes)} scenes, "
                     f"accuracy {right.mean():.3f})",
         notes=["target = the true prompt; right = the model's top-1 is the target",
                "pointing_gap = pointing_right - pointing_wrong: > 0 means the maps degrade "
                "when the model fails (aligned with performance)",
+               "gap_se: standard error of the gap (two independent proportions); "
+               "a gap within two of them of 0 is no evidence either way",
                "deletion AUC: lower is better"],
         meta={"accuracy": float(right.mean()), "predictions": pred.tolist(), "targets": target_idx,
               "steps": steps, "seed": seed})

@@ -328,12 +328,14 @@ def train_batch(rng: np.random.Generator, batch_size: int, size: int = 64, *,
 
 
 def train_stream(seed: int = TRAIN_SEED, batch_size: int = 128, size: int = 64, *,
-                 start: int = 0, **batch_options) -> Iterator[list[Scene]]:
-    """Endless training batches; batch ``b`` depends only on ``seed`` and ``b``."""
+                 start: int = 0, stride: int = 1, **batch_options) -> Iterator[list[Scene]]:
+    """Endless training batches ``start, start + stride, ...``; batch ``b`` depends only on ``seed`` and ``b``."""
+    if stride < 1:
+        raise ValueError("stride must be at least 1")
     index = start
     while True:
         yield train_batch(_scene_rng(seed, TRAIN_KEY, index), batch_size, size, **batch_options)
-        index += 1
+        index += stride
 
 
 # ----------------------------------------------------------------------------- figures

@@ -108,4 +108,10 @@ def test_recorded_metrics_describe_this_model():
     assert metrics["n_single"] >= 500 and metrics["n_multi"] >= 200
     for key in ("single_top1", "single_colour_acc", "multi_top1_present", "multi_binding_error"):
         assert 0.0 <= metrics[key] <= 1.0
-    assert metrics["attention_single"]["ratio"] > 0
+    print({key: metrics[key] for key in ("single_top1", "single_colour_acc", "multi_top1_present",
+                                         "multi_binding_error")}, metrics["attention_single"]["ratio"])
+    # The targets the shipped model was trained to meet (chapter 0 measures them again).
+    assert metrics["single_top1"] >= 0.95 and metrics["single_colour_acc"] >= 0.99
+    assert metrics["multi_top1_present"] >= 0.70
+    assert metrics["attention_single"]["ratio"] >= 3.0
+    assert record["training"]["train_seconds"] <= 30 * 60

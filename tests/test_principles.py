@@ -101,6 +101,10 @@ def test_p2_table_splits_by_correctness(shapes_bundle):
     for key, which in (("pointing_right", right), ("pointing_wrong", ~right)):
         expected = hits[which].mean() if which.any() else float("nan")
         assert row[key] == pytest.approx(expected, nan_ok=True)
+    if right.any() and (~right).any():
+        pr, pw = hits[right].mean(), hits[~right].mean()
+        se = np.sqrt(pr * (1 - pr) / right.sum() + pw * (1 - pw) / (~right).sum())
+        assert row["gap_se"] == pytest.approx(se)
     assert table.meta["accuracy"] == pytest.approx(right.mean())
     assert "pointing_gap" in table.columns and "deletion_wrong" in table.columns
 

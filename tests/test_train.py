@@ -7,8 +7,9 @@ import torch
 
 from eclip_core import shapes
 from eclip_core.embedded import build_preprocess, load_embedded
-from eclip_core.train import (TrainConfig, contrastive_loss, default_preprocess_config, images_to_tensor,
-                              learning_rate, main, same_caption_matrix, train)
+from eclip_core.train import (ShapesBatches, TrainConfig, contains_matrix, contrastive_loss,
+                              default_preprocess_config, images_to_tensor, learning_rate, main,
+                              same_caption_matrix, train)
 
 
 def tiny_config(**overrides) -> TrainConfig:
@@ -50,6 +51,65 @@ def test_duplicate_captions_are_positives():
     ideal = contrastive_loss(features, features, torch.tensor(50.0), same)
     shuffled = contrastive_loss(features, features.flip(0), torch.tensor(50.0), same)
     assert ideal < 0.75 and shuffled > 10  # ln 2 when two positives share the mass equally
+
+
+def _scene(labels, named=None):
+    objects = tuple(shapes.ShapeObject(shape=shape, colour=colour, mask=np.zeros((2, 2), bool))
+                    for colour, shape in labels)
+    return shapes.Scene(image=None, objects=objects, named=named)
+
+
+def test_a_caption_is_a_positive_of_every_image_holding_what_it_names():
+    scenes = [_scene([("red", "circle")]),
+              _scene([("red", "circle"), ("blue", "star")]),
+              _scene([("blue", "circle"), ("red", "star")]),           # same attributes, bound otherwise
+              _scene([("red", "circle"), ("blue", "star")], named=(1,)),  # captioned "a blue star"
+              _scene([("blue", "star"), ("red", "circle")])]
+    contains = contains_matrix(scenes)
+    assert contains.tolist() == [
+        [True, False, False, False, False],
+        [True, True, False, True, True],
+        [False, False, True, False, False],
+        [True, True, False, True, True],
+        [True, True, False, True, True],
+    ]
+    assert contains.diagonal().all()
+    # The swapped-binding scene is a negative of everything else, as is the red circle alone
+    # of every caption that names more than it holds.
+    same = same_caption_matrix([scene.caption for scene in scenes])
+    assert (same <= contains).all() and not torch.equal(same, contains)
+
+
+def test_the_loss_with_asymmetric_positives_uses_rows_for_images_and_columns_for_captions():
+    # Image 1 holds both objects: caption 0 ("a red circle") is one of its positives, but
+    # image 1 is not a positive of caption 0's own image.
+    positive = torch.tensor([[True, False], [True, True]])
+    torch.manual_seed(0)
+    images = torch.nn.functional.normalize(torch.randn(2, 8), dim=1)
+    texts = torch.nn.functional.normalize(torch.randn(2, 8), dim=1)
+    scale = torch.tensor(10.0)
+    logits = scale * images @ texts.T
+    log_p_text = logits.log_softmax(dim=1)    # each image over captions
+    log_p_image = logits.T.log_softmax(dim=1)  # each caption over images
+    image_loss = -(log_p_text[0, 0] + (log_p_text[1, 0] + log_p_text[1, 1]) / 2) / 2
+    text_loss = -((log_p_image[0, 0] + log_p_image[0, 1]) / 2 + log_p_image[1, 1]) / 2
+    expected = (image_loss + text_loss) / 2
+    assert torch.allclose(contrastive_loss(images, texts, scale, positive), expected, atol=1e-6)
+
+
+def test_the_batch_stream_does_not_depend_on_the_number_of_data_processes():
+    dataset = ShapesBatches(seed=5, batch_size=6, context_length=16, multi_fraction=0.5)
+    alone = [batch["tokens"] for batch, _ in zip(iter(dataset), range(4))]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+    shared = [batch["tokens"] for batch, _ in zip(loader, range(4))]
+    assert all(torch.equal(a, b) for a, b in zip(alone, shared))
+    assert not torch.equal(alone[0], alone[1])
+
+
+def test_unknown_positives_rule_is_refused():
+    import pytest
+    with pytest.raises(ValueError, match="positives"):
+        ShapesBatches(seed=0, batch_size=4, context_length=16, positives="subset")
 
 
 def test_learning_rate_warms_up_then_decays():
