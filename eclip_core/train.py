@@ -215,8 +215,22 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
 
 
+def training_device(name: str) -> torch.device:
+    """The torch device called ``name``, or a ValueError that says why it cannot be used."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"unknown device {name!r} (expected e.g. 'cpu' or 'cuda')") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: no CUDA device is available here; train on 'cpu'")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: training runs on 'cpu' or 'cuda'")
+    return device
+
+
 def train(config: TrainConfig, log=print) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train a CLIP from scratch; returns the model (eval mode) and a training summary."""
+    training_device(config.device)  # refuse a device this machine lacks before any work
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
@@ -227,7 +241,7 @@ def train(config: TrainConfig, log=print) -> tuple[torch.nn.Module, dict[str, An
 
 def _train(config: TrainConfig, log) -> tuple[torch.nn.Module, dict[str, Any]]:
     torch.manual_seed(config.seed)
-    device = torch.device(config.device)
+    device = training_device(config.device)
     model = build_model(config.model_cfg).to(device)
     set_model_preprocess_cfg(model, config.preprocess_cfg)
     model.train()
@@ -451,6 +465,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    try:
+        training_device(args.device)
+    except ValueError as error:
+        raise SystemExit(f"python -m eclip_core.train: error: {error}") from None
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
                          seed=args.seed, data_seed=args.data_seed, threads=args.threads,

@@ -106,6 +106,17 @@ def test_the_batch_stream_does_not_depend_on_the_number_of_data_processes():
     assert not torch.equal(alone[0], alone[1])
 
 
+def test_a_device_this_machine_lacks_is_refused_before_training(capsys):
+    import pytest
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        train(tiny_config(device="gpu0"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            train(tiny_config(device="cuda"))
+    with pytest.raises(SystemExit, match="unknown device"):
+        main(["--device", "gpu0", "--steps", "1"])
+
+
 def test_unknown_positives_rule_is_refused():
     import pytest
     with pytest.raises(ValueError, match="positives"):
