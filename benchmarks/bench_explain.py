@@ -15,8 +15,6 @@ is extrapolated linearly (and labelled so); ``--full`` measures it.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 
 import open_clip
@@ -26,17 +24,8 @@ import torch.nn.functional as F
 import eclip_core as ec
 from eclip_core.explainers.base import minmax
 from eclip_core.explainers.eclip import loosened_attention
+from eclip_core.metrics import median_seconds
 from eclip_core.trace import merge_heads, trace_vision
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def per_target_grad_eclip(model, images, targets):

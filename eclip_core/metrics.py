@@ -754,7 +754,8 @@ def scene_labels(scene, texts: Sequence[str]) -> set[int]:
     return {list(texts).index(f"a {o.phrase}") for o in scene.objects if f"a {o.phrase}" in texts}
 
 
-def _median_time(fn, repeats: int = 3) -> float:
+def median_seconds(fn, repeats: int = 3) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls, after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
@@ -850,7 +851,7 @@ def _forward_seconds(model, images, batch_size) -> float:
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
-            total += _median_time(lambda: model.encode_image(x))
+            total += median_seconds(lambda: model.encode_image(x))
     return total
 
 

@@ -31,6 +31,7 @@ from open_clip.model import set_model_preprocess_cfg
 
 from . import shapes
 from .embedded import EMBEDDED_DIR, build_model, build_preprocess, save_embedded
+from .metrics import median_seconds
 from .trace import trace_vision
 from .vocab import DEFAULT_CONTEXT_LENGTH, ShapesTokenizer
 
@@ -291,7 +292,7 @@ def last_block_cls_attention(model: torch.nn.Module, images: torch.Tensor) -> to
     CLS query's weight on itself is dropped.
     """
     with torch.no_grad():
-        trace = trace_vision(model, images)
+        trace = trace_vision(model, images, record="last")
     weights = trace.blocks[-1].attn[:, :, 0, 1:].mean(dim=1)
     return weights.reshape(len(images), *trace.grid)
 
@@ -345,14 +346,21 @@ def forward_seconds(model, preprocess, n_images: int = 64, repeats: int = 5) -> 
     """Median wall time of one image forward pass over ``n_images`` images."""
     scenes = shapes.eval_set(n_images, 1)
     images = torch.stack([preprocess(scene.image) for scene in scenes]).to(_device(model))
-    times = []
     with torch.no_grad():
-        model.encode_image(images)  # warm-up
-        for _ in range(repeats):
-            started = time.perf_counter()
-            model.encode_image(images)
-            times.append(time.perf_counter() - started)
-    return float(np.median(times))
+        return median_seconds(lambda: model.encode_image(images), repeats)
+
+
+def multi_object_outcomes(predicted: Sequence[tuple[str, str]],
+                          scenes: Sequence[shapes.Scene]) -> tuple[list[bool], list[bool]]:
+    """For each scene and its predicted (colour, shape): is it a present object, and is it a
+    binding error (its colour and its shape are both present, but on different objects)?"""
+    present, binding = [], []
+    for (colour, shape), scene in zip(predicted, scenes, strict=True):
+        is_present = (colour, shape) in scene.labels
+        present.append(is_present)
+        binding.append(not is_present and colour in {c for c, _ in scene.labels}
+                       and shape in {s for _, s in scene.labels})
+    return present, binding
 
 
 def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int = 800,
@@ -391,13 +399,7 @@ def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int =
     if n_multi:
         multi = shapes.eval_set(n_multi, (2, 3), seed=seed)
         predicted = (_encode_images(model, preprocess, multi, batch_size) @ text_features.T).argmax(1)
-        present, binding = [], []
-        for p, scene in zip(predicted.tolist(), multi):
-            colour, shape = labels[p]
-            is_present = (colour, shape) in scene.labels
-            present.append(is_present)
-            binding.append(not is_present and colour in {c for c, _ in scene.labels}
-                           and shape in {s for _, s in scene.labels})
+        present, binding = multi_object_outcomes([labels[p] for p in predicted.tolist()], multi)
         metrics.update({"n_multi": n_multi, "multi_top1_present": float(np.mean(present)),
                         "multi_binding_error": float(np.mean(binding))})
 

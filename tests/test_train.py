@@ -9,7 +9,7 @@ from eclip_core import shapes
 from eclip_core.embedded import build_preprocess, load_embedded
 from eclip_core.train import (ShapesBatches, TrainConfig, contains_matrix, contrastive_loss,
                               default_preprocess_config, images_to_tensor, learning_rate, main,
-                              same_caption_matrix, train)
+                              multi_object_outcomes, same_caption_matrix, train)
 
 
 def tiny_config(**overrides) -> TrainConfig:
@@ -78,6 +78,14 @@ def test_a_caption_is_a_positive_of_every_image_holding_what_it_names():
     # of every caption that names more than it holds.
     same = same_caption_matrix([scene.caption for scene in scenes])
     assert (same <= contains).all() and not torch.equal(same, contains)
+
+
+def test_multi_object_outcomes_tell_present_objects_from_binding_errors():
+    scene = _scene([("red", "circle"), ("blue", "star")])
+    predicted = [("red", "circle"), ("red", "star"), ("green", "star"), ("blue", "circle")]
+    present, binding = multi_object_outcomes(predicted, [scene] * 4)
+    assert present == [True, False, False, False]
+    assert binding == [False, True, False, True]
 
 
 def test_the_loss_with_asymmetric_positives_uses_rows_for_images_and_columns_for_captions():
