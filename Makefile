@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test execute render check-book benchmark clean
+.PHONY: book test execute render check-book benchmark mutants clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,13 @@ render: $(STAMP)
 
 ## The whole test suite: pytest over tests/ and nbval over every notebook.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env -p no:cacheprovider
+	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
+		--nbval-sanitize-with notebooks/nbval-sanitize.cfg -p no:cacheprovider
+
+## Mutation check (not part of `make test`): single-line mutants of eclip_core, each of
+## which the targeted pytest tests must kill; exits non-zero if any survives.
+mutants: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python tools/mutants.py
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_explain.py

@@ -87,8 +87,6 @@ def _fmt(value: Any) -> str:
         value = float(value)
         if math.isnan(value):
             return "-"
-        if value == 0:
-            return "0"
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
             return f"{value:.2e}"
         return f"{value:.4f}"

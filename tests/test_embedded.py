@@ -94,24 +94,28 @@ def test_attention_recomputation_matches_multihead_attention(embedded):
     assert torch.allclose(ours, reference, atol=1e-6)
 
 
-def test_held_out_single_object_accuracy(embedded):
+def test_the_model_meets_its_targets_on_a_fresh_sample(embedded):
+    """Measured here on scenes chapter 0 never sees (another seed); thresholds are the
+    targets the model was trained to meet, less three standard errors of this sample size."""
     model, preprocess, tokenizer = embedded
-    metrics = evaluate_embedded(model, preprocess, tokenizer, n_single=120, n_multi=0, attention=False)
-    print(f"held-out single-object top-1 on 120 images: {metrics['single_top1']:.3f}")
-    assert metrics["single_top1"] >= 0.90
-    assert metrics["single_colour_acc"] >= 0.97
+    n_single, n_multi = 200, 100
+    metrics = evaluate_embedded(model, preprocess, tokenizer, n_single=n_single, n_multi=n_multi,
+                                attention=True, seed=shapes.EVAL_SEED + 1)
+    print({k: metrics[k] for k in ("single_top1", "single_colour_acc", "multi_top1_present")},
+          f"attention ratio {metrics['attention_single']['ratio']:.2f}")
 
+    def floor(target, n):
+        return target - 3 * (target * (1 - target) / n) ** 0.5
 
-def test_recorded_metrics_describe_this_model():
-    record = json.loads((EMBEDDED_DIR / METRICS_FILE).read_text())
-    metrics = record["metrics"]
-    assert metrics["n_single"] >= 500 and metrics["n_multi"] >= 200
-    for key in ("single_top1", "single_colour_acc", "multi_top1_present", "multi_binding_error"):
-        assert 0.0 <= metrics[key] <= 1.0
-    print({key: metrics[key] for key in ("single_top1", "single_colour_acc", "multi_top1_present",
-                                         "multi_binding_error")}, metrics["attention_single"]["ratio"])
-    # The targets the shipped model was trained to meet (chapter 0 measures them again).
-    assert metrics["single_top1"] >= 0.95 and metrics["single_colour_acc"] >= 0.99
-    assert metrics["multi_top1_present"] >= 0.70
+    assert metrics["single_top1"] >= floor(0.95, n_single)
+    assert metrics["single_colour_acc"] >= floor(0.99, n_single)
+    assert metrics["multi_top1_present"] >= floor(0.70, n_multi)
     assert metrics["attention_single"]["ratio"] >= 3.0
-    assert record["training"]["train_seconds"] <= 30 * 60
+
+
+def test_recorded_metrics_describe_this_model(embedded):
+    """metrics.json is the record of these weights: its parameter count is measured again."""
+    record = json.loads((EMBEDDED_DIR / METRICS_FILE).read_text())
+    model = embedded[0]
+    assert record["n_parameters"] == sum(p.numel() for p in model.parameters())
+    assert record["metrics"]["n_prompts"] == len(shapes.prompts())

@@ -1,0 +1,452 @@
+#!/usr/bin/env python
+"""Mutation check: single-line mutations of eclip_core that pytest must kill.
+
+Each mutant names a file, the exact original text (which must occur exactly once:
+the list fails loudly when it goes stale), its replacement, and the tests that should
+kill it. The repository is copied to a temporary directory (without .git, .venv and
+build outputs); each mutant is applied to the copy, the named tests run there with
+``-x -q`` (cwd = the copy, so the mutated package is the one imported), and the file is
+restored in a ``finally``. The worktree itself is never modified.
+
+To keep it fast on a small machine the heavy third-party imports (torch, open_clip,
+pytest and its plugins) are made once in this process; every pytest run happens in a
+forked child, which imports eclip_core afresh from the copy. A baseline run of all the
+named tests on the unmutated copy must pass first.
+
+    python tools/mutants.py                 # all mutants; exit 1 if any survives
+    python tools/mutants.py --only NAME...  # a few
+    python tools/mutants.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REF = "tests/test_references.py"
+
+
+def ref(*names: str) -> tuple[str, ...]:
+    return tuple(f"{REF}::{n}" for n in names)
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str
+    original: str
+    replacement: str
+    tests: tuple[str, ...]
+
+
+T = "eclip_core/trace.py"
+E = "eclip_core/explainers/eclip.py"
+B = "eclip_core/explainers/base.py"
+A = "eclip_core/explainers/attention.py"
+G = "eclip_core/explainers/gae.py"
+C = "eclip_core/explainers/gradcam.py"
+M = "eclip_core/explainers/maskclip.py"
+R = "eclip_core/explainers/rise.py"
+I = "eclip_core/images.py"
+P = "eclip_core/explainers/__init__.py"
+
+FAITHFUL = ref("test_image_eclip_faithful")
+REFERENCE = ref("test_image_eclip_reference_mode")
+TEXT = ref("test_text_branch")
+
+MUTANTS = [
+    # ---------------------------------------------------------------- trace.py
+    Mutant("split-heads-interleaved", T,
+           "return t.unflatten(-1, (heads, t.shape[-1] // heads)).transpose(1, 2)",
+           "return t.unflatten(-1, (t.shape[-1] // heads, heads)).transpose(-1, -2).transpose(1, 2)",
+           FAITHFUL),
+    Mutant("qkv-without-ln_1", T, "z = block.ln_1(x)", "z = x", FAITHFUL),
+    Mutant("scale-sqrt-D-instead-of-sqrt-d", T,
+           "logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])",
+           "logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1] * q.shape[1])", FAITHFUL),
+    Mutant("one-head-recompute-scale-sqrt-d", T,
+           "attn = attention_probs(q, k, attn_mask)",
+           "attn = attention_probs(q * math.sqrt(block.attn.num_heads / heads), k, attn_mask)",
+           REFERENCE + TEXT),
+    Mutant("one-head-recompute-dropped", T,
+           "heads = heads or block.attn.num_heads", "heads = block.attn.num_heads",
+           REFERENCE + TEXT),
+    Mutant("pos-embedding-grid-transposed", T,
+           "patch = pos[1:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)",
+           "patch = pos[1:].reshape(1, gw, gh, -1).permute(0, 3, 2, 1)", REFERENCE),
+    Mutant("pos-embedding-align-corners", T,
+           'mode="bicubic", align_corners=False)', 'mode="bicubic", align_corners=True)', REFERENCE),
+    Mutant("pos-embedding-bilinear", T,
+           'mode="bicubic", align_corners=False)', 'mode="bilinear", align_corners=False)', REFERENCE),
+    Mutant("patch-tokens-transposed", T,
+           "x = x.flatten(2).transpose(1, 2)", "x = x.transpose(2, 3).flatten(2).transpose(1, 2)",
+           FAITHFUL),
+    Mutant("vision-without-ln_pre", T,
+           "return visual.ln_pre(x), grid", "return x, grid", FAITHFUL),
+    Mutant("vision-readout-without-ln_post", T,
+           "y = visual.ln_post(block_tail(block, x_cls, attn_out_cls))",
+           "y = block_tail(block, x_cls, attn_out_cls)", FAITHFUL),
+    Mutant("block-tail-without-ln_2", T,
+           "return y + block.ls_2(block.mlp(block.ln_2(y)))", "return y + block.ls_2(block.mlp(y))",
+           FAITHFUL),
+    Mutant("text-without-ln_final", T,
+           "pooled = tower.ln_final(blocks[-1].x_out)[torch.arange(len(tokens)), idx]",
+           "pooled = blocks[-1].x_out[torch.arange(len(tokens)), idx]", TEXT),
+    Mutant("text-without-projection", T,
+           "pooled = proj(pooled) if isinstance(proj, torch.nn.Linear) else pooled @ proj",
+           "pooled = pooled", TEXT),
+    Mutant("text-without-causal-mask", T,
+           "mask = tower.attn_mask[:n, :n].to(dtype) if tower.attn_mask is not None else None",
+           "mask = None", TEXT),
+    Mutant("text-pooled-at-SOT", T,
+           'return tokens.argmax(dim=-1)\n    if pool == "eos"',
+           'return torch.zeros(len(tokens), dtype=torch.long)\n    if pool == "eos"', TEXT),
+    # ---------------------------------------------------------------- base.py
+    Mutant("cosine-cotangent-sign-flip", B,
+           "grad = (t[None] - s[..., None] * f_hat[:, None]) / norm[..., None]",
+           "grad = (s[..., None] * f_hat[:, None] - t[None]) / norm[..., None]", FAITHFUL),
+    Mutant("cosine-cotangent-without-projection", B,
+           "grad = (t[None] - s[..., None] * f_hat[:, None]) / norm[..., None]",
+           "grad = t[None] / norm[..., None]", FAITHFUL),
+    # ---------------------------------------------------------------- eclip.py, image branch
+    Mutant("loosened-keys-not-unit", E,
+           "return (unit(q)[:, None] * unit(k)).sum(-1)", "return (unit(q)[:, None] * k).sum(-1)",
+           FAITHFUL),
+    Mutant("loosened-qk-option-ignored", E,
+           'if qk == "out_proj":\n        q, k =', 'if qk in QK_CHOICES:\n        q, k =', FAITHFUL),
+    Mutant("loosened-out_proj-without-bias", E,
+           "q, k = block.attn.out_proj(q), block.attn.out_proj(k)",
+           "q, k = q @ block.attn.out_proj.weight.T, k @ block.attn.out_proj.weight.T", FAITHFUL),
+    Mutant("eclip-without-relu", E,
+           "return c.clamp_min(0).transpose(0, 1).reshape(b, k, *self.trace.grid)",
+           "return c.transpose(0, 1).reshape(b, k, *self.trace.grid)", FAITHFUL),
+    Mutant("eclip-sign-flip", E,
+           "return c.clamp_min(0).transpose(0, 1).reshape(b, k, *self.trace.grid)",
+           "return (-c).clamp_min(0).transpose(0, 1).reshape(b, k, *self.trace.grid)", FAITHFUL),
+    Mutant("eclip-grid-transposed", E,
+           "return c.clamp_min(0).transpose(0, 1).reshape(b, k, *self.trace.grid)",
+           "return c.clamp_min(0).transpose(0, 1).reshape(b, k, *self.trace.grid[::-1]).transpose(-1, -2)",
+           FAITHFUL),
+    Mutant("attention-route-patch-slice-shifted", E,
+           "contrib = grad[..., 1:]", "contrib = grad[..., :-1]", FAITHFUL),
+    Mutant("grad-route-patch-slice-2:", E,
+           'contrib = torch.einsum("kbd,bnd->kbn", grad, merge_heads(v)[:, 1:])',
+           'contrib = torch.einsum("kbd,bnd->kbn", grad, merge_heads(v)[:, 2:])', FAITHFUL),
+    Mutant("loosened-keys-include-CLS", E,
+           "merge_heads(last.k)[:, 1:], qk))", "merge_heads(last.k)[:, :-1], qk))", FAITHFUL),
+    Mutant("loosened-not-min-max-normalised", E,
+           "lam = minmax(loosened_attention(block, merge_heads(last.q)[:, 0],",
+           "lam = (loosened_attention(block, merge_heads(last.q)[:, 0],", FAITHFUL),
+    Mutant("attention-eclip-mean-over-heads", E,
+           "grad = pullback(from_attn_row, row, cot).sum(2)",
+           "grad = pullback(from_attn_row, row, cot).mean(2)", ref("test_image_eclip_faithful")),
+    Mutant("attention-eclip-CLS-column", E,
+           "row = last.attn[:, :, 0]", "row = last.attn[:, :, :, 0]", FAITHFUL),
+    Mutant("forward-mode-tangents-mean-over-heads", E,
+           "tangents = torch.eye(row.shape[-1], dtype=row.dtype)[:, None, None, :].expand(-1, *row.shape)",
+           "tangents = torch.eye(row.shape[-1], dtype=row.dtype)[:, None, None, :].expand(-1, *row.shape) / row.shape[1]",
+           ref("test_image_eclip_faithful[attention_eclip-attention-loosened-out_proj-K40-forward-mode-and-jacobian]")),
+    # ---------------------------------------------------------------- eclip.py, text branch
+    Mutant("text-n_blocks-ignored", E,
+           "n_blocks = n_blocks or default_text_blocks(model)", "n_blocks = default_text_blocks(model)",
+           TEXT),
+    Mutant("text-reference-one-head-in-last-block-only", E,
+           'heads = {i: 1 for i in range(-n_blocks, 0)} if mode == "reference" else None',
+           'heads = {-1: 1} if mode == "reference" else None', TEXT),
+    Mutant("text-attention-query-at-SOT", E,
+           "contrib = grad.transpose(0, 1)[batch, :, :, eot].sum(2).transpose(0, 1)",
+           "contrib = grad.transpose(0, 1)[batch, :, :, 0].sum(2).transpose(0, 1)", TEXT),
+    Mutant("text-grad-query-at-SOT", E,
+           "w = grad[:, batch, eot]  # (K, B, D)", "w = grad[:, batch, 0]  # (K, B, D)", TEXT),
+    Mutant("text-loosened-query-at-SOT", E,
+           "cos = loosened_attention(block_mod, merge_heads(rec.q)[batch, eot],",
+           "cos = loosened_attention(block_mod, merge_heads(rec.q)[batch, 0],", TEXT),
+    Mutant("text-faithful-min-max-over-all-positions", E,
+           'lam = minmax(cos) if mode == "reference" else _masked_minmax(cos, token_mask)',
+           "lam = minmax(cos)", TEXT),
+    Mutant("text-reference-min-max-over-explained-tokens", E,
+           'lam = minmax(cos) if mode == "reference" else _masked_minmax(cos, token_mask)',
+           "lam = _masked_minmax(cos, token_mask)", TEXT),
+    Mutant("text-masked-max-over-all-positions", E,
+           "hi = torch.where(mask, x, -big).amax(-1, keepdim=True)", "hi = x.amax(-1, keepdim=True)",
+           TEXT),
+    Mutant("text-mask-includes-SOT", E,
+           "token_mask = (positions[None] > 0) & (positions[None] < eot[:, None])",
+           "token_mask = (positions[None] >= 0) & (positions[None] < eot[:, None])", TEXT),
+    Mutant("text-mask-includes-EOT", E,
+           "token_mask = (positions[None] > 0) & (positions[None] < eot[:, None])",
+           "token_mask = (positions[None] > 0) & (positions[None] <= eot[:, None])", TEXT),
+    Mutant("text-without-relu", E,
+           "maps = total.clamp_min(0).transpose(0, 1) * token_mask[:, None]",
+           "maps = total.transpose(0, 1) * token_mask[:, None]", TEXT),
+    Mutant("text-normalised-by-max", E,
+           "norm = maps.sum(-1, keepdim=True)", "norm = maps.amax(-1, keepdim=True)", TEXT),
+    # ---------------------------------------------------------------- attention.py
+    Mutant("raw-attention-CLS-column", A,
+           "rows = tr.blocks[-1].attn[:, :, 0].mean(1)", "rows = tr.blocks[-1].attn[:, :, :, 0].mean(1)",
+           ref("test_raw_attention")),
+    Mutant("raw-attention-mean-over-queries", A,
+           "rows = tr.blocks[-1].attn[:, :, 0].mean(1)", "rows = tr.blocks[-1].attn.mean(2)[:, 0]",
+           ref("test_raw_attention")),
+    Mutant("attention-maps-grid-transposed", A,
+           "return rows[:, 1:].reshape(len(rows), 1, *grid).expand(-1, k, -1, -1).contiguous()",
+           "return rows[:, 1:].reshape(len(rows), 1, *grid[::-1]).transpose(-1, -2).expand(-1, k, -1, -1).contiguous()",
+           ref("test_raw_attention")),
+    Mutant("rollout-without-identity", A, "a = rec.attn.mean(1) + eye", "a = rec.attn.mean(1)",
+           ref("test_rollout")),
+    Mutant("rollout-start-block-ignored", A,
+           "for rec in tr.blocks[start_block:]:", "for rec in tr.blocks:", ref("test_rollout")),
+    Mutant("rollout-wrong-order", A,
+           "joint = (a / a.sum(-1, keepdim=True)) @ joint", "joint = joint @ (a / a.sum(-1, keepdim=True))",
+           ref("test_rollout")),
+    Mutant("rollout-normalised-over-columns", A,
+           "joint = (a / a.sum(-1, keepdim=True)) @ joint", "joint = (a / a.sum(-2, keepdim=True)) @ joint",
+           ref("test_rollout")),
+    # ---------------------------------------------------------------- gae.py
+    Mutant("gae-without-relu", G,
+           "cam = (torch.cat(grad) * attn.detach()).clamp_min(0).mean(2)",
+           "cam = (torch.cat(grad) * attn.detach()).mean(2)", ref("test_gae")),
+    Mutant("gae-without-rollout", G,
+           "relevance = relevance + cam @ relevance", "relevance = relevance + cam", ref("test_gae")),
+    Mutant("gae-logit-scale-ignored", G,
+           "cot = cosine_cotangents(tr.embedding, targets) * logit_scale",
+           "cot = cosine_cotangents(tr.embedding, targets)", ref("test_gae")),
+    Mutant("gae-last-block-only-ignored", G,
+           "blocks = tr.blocks[-1:] if last_block_only else tr.blocks", "blocks = tr.blocks",
+           ref("test_gae")),
+    # ---------------------------------------------------------------- gradcam.py
+    Mutant("gradcam-zeros", C,
+           'maps = torch.einsum("kbd,btd->bkt", weights, x[:, 1:]).clamp_min(0)',
+           'maps = torch.einsum("kbd,btd->bkt", weights, x[:, 1:]).clamp_min(0) * 0', ref("test_gradcam")),
+    Mutant("gradcam-average-over-channels", C,
+           'maps = torch.einsum("kbd,btd->bkt", weights, x[:, 1:]).clamp_min(0)',
+           'maps = torch.einsum("kbt,btd->bkt", grad[:, :, 1:].mean(3), x[:, 1:]).clamp_min(0)',
+           ref("test_gradcam")),
+    Mutant("gradcam-average-over-patches-only", C,
+           "weights = grad.mean(2)  # (K, B, D)", "weights = grad[:, :, 1:].mean(2)  # (K, B, D)",
+           ref("test_gradcam")),
+    Mutant("gradcam-on-block-output", C,
+           "x = tr.blocks[-1].x_in", "x = tr.blocks[-1].x_out", ref("test_gradcam")),
+    # ---------------------------------------------------------------- maskclip.py
+    Mutant("maskclip-without-ln_post", M,
+           "dense = visual.ln_post(values) @ visual.proj", "dense = values @ visual.proj",
+           ref("test_maskclip")),
+    Mutant("maskclip-without-out_proj", M,
+           "values = block.attn.out_proj(merge_heads(tr.blocks[-1].v)[:, 1:])",
+           "values = merge_heads(tr.blocks[-1].v)[:, 1:]", ref("test_maskclip")),
+    Mutant("maskclip-dot-not-cosine", M,
+           "maps = unit(dense) @ targets.to(dense.dtype).T", "maps = dense @ targets.to(dense.dtype).T",
+           ref("test_maskclip")),
+    Mutant("maskclip-grid-transposed", M,
+           "return maps.transpose(1, 2).reshape(len(images), len(targets), *tr.grid), \\",
+           "return maps.transpose(1, 2).reshape(len(images), len(targets), *tr.grid[::-1]).transpose(-1, -2), \\",
+           ref("test_maskclip")),
+    # ---------------------------------------------------------------- rise.py
+    Mutant("rise-saliency-transposed", R,
+           'total = total + torch.einsum("nk,nhw->khw", score_fn(image[None] * m), m[:, 0])',
+           'total = total + torch.einsum("nk,nhw->kwh", score_fn(image[None] * m), m[:, 0])',
+           ref("test_rise")),
+    Mutant("rise-dot-not-cosine", R,
+           "return unit(model.encode_image(batch)) @ t.T", "return model.encode_image(batch) @ t.T",
+           ref("test_rise")),
+    Mutant("rise-not-divided-by-keep", R,
+           "return total / (len(masks) * keep)", "return total / len(masks)", ref("test_rise")),
+    # ---------------------------------------------------------------- images.py, explain()
+    Mutant("keep-size-bankers-rounding", I,
+           "return (max(1, int(height / patch + 0.5)) * patch, max(1, int(width / patch + 0.5)) * patch)",
+           "return (max(1, round(height / patch)) * patch, max(1, round(width / patch)) * patch)",
+           ref("test_keep_size_tensor_rounds_each_side_to_the_nearest_patch_multiple")),
+    Mutant("keep-size-shrinks-the-long-side", I,
+           "scale = min(image.size) / KEEP_SIZE_SHORT_SIDE", "scale = max(image.size) / KEEP_SIZE_SHORT_SIDE",
+           ref("test_keep_size_tensor_rounds_each_side_to_the_nearest_patch_multiple")),
+    Mutant("reference-mode-on-the-native-input", P,
+           'if mode == "faithful":\n        return original, original',
+           'if mode in ("faithful", "reference"):\n        return original, original',
+           ref("test_reference_mode_on_a_pil_image_explains_the_keep_size_input")),
+    Mutant("text-targets-not-unit", P,
+           'return check_finite(unit(model.encode_text(tokens)), "the text tower", "text embeddings")',
+           'return check_finite(model.encode_text(tokens), "the text tower", "text embeddings")',
+           ref("test_faithful_scores_are_the_models_cosine")),
+]
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def check_list(mutants) -> list[str]:
+    """Problems with the list: text not found exactly once, no-op mutants, duplicate names."""
+    problems, names = [], set()
+    for m in mutants:
+        if m.name in names:
+            problems.append(f"{m.name}: duplicate name")
+        names.add(m.name)
+        path = ROOT / m.file
+        if not path.is_file():
+            problems.append(f"{m.name}: no file {m.file}")
+            continue
+        count = path.read_text().count(m.original)
+        if count != 1:
+            problems.append(f"{m.name}: the original text occurs {count} times in {m.file} (expected 1)")
+        if m.original == m.replacement:
+            problems.append(f"{m.name}: the replacement equals the original")
+        if not m.tests:
+            problems.append(f"{m.name}: names no tests")
+    return problems
+
+
+def copy_repository(dest: Path) -> Path:
+    repo = dest / "repo"
+    shutil.copytree(ROOT, repo, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "_build", "__pycache__", "*.pyc", "*.egg-info", ".pytest_cache",
+        ".ipynb_checkpoints", "out"))
+    return repo
+
+
+def warm_imports(repo: Path) -> None:
+    """Import the heavy third-party modules (and pytest's plugins) once, in this process;
+    then forget every eclip_core module so that each child imports the mutated one."""
+    from importlib.metadata import entry_points
+
+    import pytest  # noqa: F401
+
+    for ep in entry_points(group="pytest11"):
+        try:
+            ep.load()
+        except Exception:
+            pass
+    sys.path.insert(0, str(repo))
+    try:
+        import eclip_core  # noqa: F401
+        import eclip_core.explainers  # noqa: F401
+        import open_clip  # noqa: F401
+    finally:
+        sys.path.remove(str(repo))
+        for name in [n for n in sys.modules if n == "eclip_core" or n.startswith("eclip_core.")]:
+            del sys.modules[name]
+
+
+def run_tests(repo: Path, tests, log: Path, timeout: int) -> tuple[str, float]:
+    """Run pytest on ``tests`` in a forked child (cwd = repo). Returns (outcome, seconds):
+    "passed", "failed (exit N)" or "timeout"."""
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 99
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            signal.alarm(timeout)
+            os.chdir(repo)
+            sys.path.insert(0, str(repo))
+            import eclip_core
+
+            where = Path(eclip_core.__file__).resolve()
+            if not where.is_relative_to(repo.resolve()):
+                print(f"eclip_core imported from {where}, not from the copy {repo}", flush=True)
+                os._exit(98)
+            import pytest
+
+            code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider",
+                                     "-W", "ignore::pytest.PytestAssertRewriteWarning", *tests]))
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    seconds = time.monotonic() - start
+    if os.WIFSIGNALED(status):
+        return ("timeout" if os.WTERMSIG(status) == signal.SIGALRM else
+                f"signal {os.WTERMSIG(status)}"), seconds
+    code = os.WEXITSTATUS(status)
+    if code == 98:
+        raise SystemExit(f"the child imported eclip_core from outside the copy; see {log}")
+    return ("passed" if code == 0 else f"failed (exit {code})"), seconds
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run these mutants only")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--timeout", type=int, default=300, help="seconds per pytest run")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copy and logs")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    sys.dont_write_bytecode = True
+
+    problems = check_list(MUTANTS)
+    if problems:
+        print("the mutant list is stale:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    mutants = MUTANTS
+    if args.only:
+        unknown = set(args.only) - {m.name for m in MUTANTS}
+        if unknown:
+            print(f"unknown mutants: {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        mutants = [m for m in MUTANTS if m.name in args.only]
+    if args.list:
+        for m in mutants:
+            print(f"{m.name:48s} {m.file}")
+        return 0
+
+    tmp = Path(tempfile.mkdtemp(prefix="eclip-mutants-"))
+    total_start = time.monotonic()
+    try:
+        repo = copy_repository(tmp)
+        warm_imports(repo)
+        tests = sorted({t for m in mutants for t in m.tests})
+        outcome, seconds = run_tests(repo, tests, tmp / "baseline.log", args.timeout * 4)
+        print(f"baseline (unmutated, {len(tests)} test ids): {outcome} in {seconds:.0f} s", flush=True)
+        if outcome != "passed":
+            print((tmp / "baseline.log").read_text()[-4000:], file=sys.stderr)
+            print("the named tests must pass on the unmutated code", file=sys.stderr)
+            return 2
+        rows = []
+        width = max(len(m.name) for m in mutants)
+        print(f"{'mutant':{width}s}  {'file':34s}  killed  seconds", flush=True)
+        for m in mutants:
+            path = repo / m.file
+            original = path.read_text()
+            log = tmp / f"{m.name}.log"
+            try:
+                path.write_text(original.replace(m.original, m.replacement, 1))
+                outcome, seconds = run_tests(repo, m.tests, log, args.timeout)
+            finally:
+                path.write_text(original)
+            killed = outcome != "passed"
+            rows.append((m, killed, outcome, seconds))
+            note = "" if not killed or outcome.startswith("failed (exit 1)") else f"  ({outcome})"
+            print(f"{m.name:{width}s}  {m.file:34s}  {'yes' if killed else 'NO ':3s}  "
+                  f"{seconds:7.1f}{note}", flush=True)
+        survivors = [m for m, killed, _, _ in rows if not killed]
+        n = len(rows)
+        print(f"\nkill rate: {n - len(survivors)}/{n} = {100 * (n - len(survivors)) / n:.0f}%; "
+              f"total {time.monotonic() - total_start:.0f} s")
+        if survivors:
+            print("survived: " + ", ".join(m.name for m in survivors), file=sys.stderr)
+            args.keep = True
+            return 1
+        return 0
+    finally:
+        if args.keep:
+            print(f"copy and logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
