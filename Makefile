@@ -20,13 +20,16 @@ $(STAMP): pyproject.toml
 book: execute render
 
 execute: $(STAMP)
-	$(BIN)/python -m eclip_core.book execute
+	$(BIN)/python -m tools.book execute
 
 render: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 
-## The whole test suite: pytest over tests/ and nbval over every notebook.
+## The whole test suite: lint and type checks of eclip_core, pytest over tests/ (the browser
+## test included) and nbval over every notebook.
 test: $(STAMP)
+	$(BIN)/ruff check eclip_core
+	$(BIN)/mypy
 	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/nbval-sanitize.cfg -p no:cacheprovider
 

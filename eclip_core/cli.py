@@ -12,27 +12,31 @@ usage (argparse). The default model is the embedded eclip-shapes CLIP: no downlo
 from __future__ import annotations
 
 import argparse
-import csv
+import json
 import re
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from .errors import EclipError, InputError
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__, models, shapes
+from .errors import EclipError, InputError, one_line
+from .evaluation import evaluate, folder_items, scene_items
+from .explainers import METHODS, explain, get_method, parse_spec
+from .inputs import load_image
+from .models import DEFAULT_MODEL, LoadedModel, available_models, model_info
+from .viz import comparison_grid, input_image, overlay
 
 PROG = "eclip"
 DEFAULT_METHOD = "attention_eclip"
 
 
 # ============================================================================ helpers
-
-
-def _one_line(text: object, limit: int = 500) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -82,10 +86,8 @@ def _make_dir(path: Path) -> Path:
     return path
 
 
-def _load_bundle(args):
-    from .models import load_model
-
-    return load_model(args.model, args.pretrained, device=args.device)
+def _load_bundle(args: argparse.Namespace) -> LoadedModel:
+    return models.load_model(args.model, args.pretrained, device=args.device)
 
 
 def _say(args, message: str) -> None:
@@ -96,10 +98,7 @@ def _say(args, message: str) -> None:
 # ============================================================================ methods
 
 
-def cmd_methods(args) -> int:
-    from .explainers import METHODS
-    from .models import DEFAULT_MODEL, available_models, model_info
-
+def cmd_methods(args: argparse.Namespace) -> int:
     rows = [(m.name, ",".join(m.modes), m.description) for m in METHODS.values()]
     width = max(len(r[0]) for r in rows)
     modes = max(len(r[1]) for r in rows)
@@ -124,14 +123,7 @@ def cmd_methods(args) -> int:
 # ============================================================================ explain
 
 
-def cmd_explain(args) -> int:
-    import numpy as np
-    import torch
-
-    from .explainers import METHODS, explain, get_method
-    from .images import load_image
-    from .viz import comparison_grid, input_image, overlay
-
+def cmd_explain(args: argparse.Namespace) -> int:
     if args.all_methods and args.method:
         raise _UsageError("--method and --all-methods cannot be used together")
     if args.all_methods:
@@ -201,149 +193,33 @@ def _short(text: str, limit: int = 60) -> str:
 # ============================================================================ evaluate
 
 
-@dataclass
-class LabelledImage:
-    """An image from a folder with its label text: no objects, so no masks."""
-
-    image: object
-    caption: str
-    path: Path
-    objects: tuple = field(default_factory=tuple)
-
-
-def read_labels(images_dir: Path, labels: Path) -> list[LabelledImage]:
-    """``filename,label text`` rows (a header row and ``#`` comments allowed) -> images."""
-    from .images import load_image
-
-    if not images_dir.is_dir():
-        raise InputError(f"--images {str(images_dir)!r} is not a directory")
-    if not labels.is_file():
-        raise InputError(f"labels file {str(labels)!r}: no such file")
-    try:
-        lines = labels.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read labels file {str(labels)!r}: {_one_line(err)}") from None
-    items = []
-    for number, row in enumerate(csv.reader(lines), start=1):
-        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
-            continue
-        if number == 1 and row[0].strip().lower() in ("filename", "file", "image", "path"):
-            continue
-        if len(row) < 2 or not ",".join(row[1:]).strip():
-            raise InputError(f"{labels.name} line {number}: expected 'filename,label text', "
-                             f"got {','.join(row)!r}")
-        name, text = row[0].strip(), ",".join(row[1:]).strip()
-        path = images_dir / name
-        if not path.is_file():
-            raise InputError(f"{labels.name} line {number}: no image {name!r} in {str(images_dir)!r}")
-        items.append(LabelledImage(load_image(path), text, path))
-    if not items:
-        raise InputError(f"labels file {str(labels)!r} lists no images")
-    return items
-
-
-def _check_method_specs(specs: Sequence[str]) -> list[str]:
-    from .explainers import get_method
-
-    for spec in specs:
-        name, _, mode = spec.partition(":")
-        get_method(name, mode or "faithful")
-    return list(specs)
-
-
-def evaluate_folder(bundle, items: Sequence[LabelledImage], methods: Sequence[str], *,
-                    steps: int = 32, seed: int = 0, rise_masks: int = 500, protocol: str = "ours",
-                    batch_size: int = 50, progress: bool = True):
-    """Deletion / insertion on labelled images (no masks, so no pointing game).
-
-    The target of each image is its label; the zero-shot top-1 is taken over every
-    distinct label. Same columns as :func:`eclip_core.metrics.evaluate` without the
-    localisation ones.
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    from .explainers import explain, text_targets
-    from .images import native_batch
-    from .metrics import (DELETION_DIRECTION, INSERTION_DIRECTION, EvaluationTable, _mean,
-                          method_options, perturbation_curves)
-
-    model, preprocess, tokenizer = bundle
-    texts = list(dict.fromkeys(item.caption for item in items))
-    targets = text_targets(model, tokenizer, texts)
-    target_idx = [texts.index(item.caption) for item in items]
-    param = next(model.parameters())
-    images = native_batch([item.image for item in items], preprocess).to(param.device, param.dtype)
-    curve_batch = 256 if images.shape[-1] * images.shape[-2] <= 128 * 128 else 32
-    rows = []
-    for spec in tqdm(methods, desc="evaluate", disable=not progress):
-        name, _, mode = spec.partition(":")
-        mode = mode or "faithful"
-        options = method_options(name, rise_masks=rise_masks, seed=seed)
-        maps, seconds = [], 0.0
-        chunk = batch_size if mode == "faithful" else 1  # reference mode: each image at its size
-        for start in range(0, len(items), chunk):
-            stop = min(len(items), start + chunk)
-            x = images[start:stop] if mode == "faithful" else [i.image for i in items[start:stop]]
-            t = time.perf_counter()
-            e = explain(bundle, x, targets, method=name, mode=mode, **options)
-            seconds += time.perf_counter() - t
-            maps.append(e.maps.detach().cpu())
-        maps_t = torch.cat(maps)
-        target_maps = [maps_t[i, target_idx[i]] for i in range(len(items))]
-        curves = {}
-        for kind in ("deletion", "insertion"):
-            curves[kind] = perturbation_curves(model, images, target_maps, targets, target_idx,
-                                               kind=kind, preprocess=preprocess, steps=steps,
-                                               protocol=protocol, seed=seed, batch_size=curve_batch)
-        rows.append({
-            "method": spec,
-            "n": len(items),
-            "deletion_auc": _mean(c.auc_score for c in curves["deletion"]),
-            "insertion_auc": _mean(c.auc_score for c in curves["insertion"]),
-            "deletion_acc_auc": _mean(c.auc_correct for c in curves["deletion"]),
-            "insertion_acc_auc": _mean(c.auc_correct for c in curves["insertion"]),
-            "ms_per_image": 1000 * seconds / len(items),
-        })
-    notes = [DELETION_DIRECTION + "; " + INSERTION_DIRECTION,
-             f"target: each image's label; top-1 over the {len(texts)} distinct labels",
-             "no masks: no pointing game or energy in mask",
-             f"curves: protocol={protocol}, original model on its own input"]
-    return EvaluationTable(rows, title=f"Evaluation on {len(items)} labelled images, {len(texts)} labels",
-                           notes=notes, meta={"steps": steps, "protocol": protocol, "seed": seed,
-                                              "texts": texts})
-
-
-def cmd_evaluate(args) -> int:
-    from .explainers import METHODS
-
+def cmd_evaluate(args: argparse.Namespace) -> int:
     if (args.images is None) != (args.labels is None):
         raise _UsageError("--images and --labels go together")
     if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise _UsageError(f"--out must end in .csv or .json, got {args.out!r}")
-    try:
-        from .metrics import evaluate
-    except ImportError as err:
-        raise InputError(f"evaluate needs eclip_core.metrics, which cannot be imported: {err}") from None
-    methods = _check_method_specs(args.methods or [m.name for m in METHODS.values()])
+    methods = [str(parse_spec(spec)) for spec in (args.methods or [m.name for m in METHODS.values()])]
     if args.out is not None:
         _make_dir(Path(args.out).parent)
     bundle = _load_bundle(args)
-    progress = not args.quiet
     if args.images is not None:
-        items = read_labels(Path(args.images), Path(args.labels))
-        table = evaluate_folder(bundle, items, methods, steps=args.steps, seed=args.seed,
-                                rise_masks=args.rise_masks, protocol=args.protocol, progress=progress)
+        items, texts = folder_items(Path(args.images), Path(args.labels)), None
     else:
-        from . import shapes
-
-        scenes = shapes.eval_set(args.n_images, n_objects=args.n_objects)
-        table = evaluate(bundle, scenes, methods, steps=args.steps, seed=args.seed,
-                         rise_masks=args.rise_masks, protocol=args.protocol, progress=progress)
-    print(table)
+        items, texts = scene_items(shapes.eval_set(args.n_images, n_objects=args.n_objects)), shapes.prompts()
+    result = evaluate(bundle, items, methods, texts=texts, steps=args.steps, seed=args.seed,
+                      rise_masks=args.rise_masks, protocol=args.protocol, progress=not args.quiet)
+    table = result.table()
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.precision", 4):
+        print(table)
+    for note in result.notes:
+        print(f"  {note}")
     if args.out is not None:
         out = Path(args.out)
-        (table.to_json if out.suffix.lower() == ".json" else table.to_csv)(out)
+        if out.suffix.lower() == ".json":  # rows from pandas (NaN as null), with the notes
+            rows = json.loads(table.reset_index().to_json(orient="records"))
+            out.write_text(json.dumps({"rows": rows, "notes": result.notes}, indent=2) + "\n")
+        else:
+            table.to_csv(out)
         print(f"wrote {out}")
     return 0
 
@@ -368,8 +244,6 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(
         prog=PROG, description="Explain what CLIP vision transformers look at, and judge the explainers.",
         epilog="Exit codes: 0 success, 1 bad input, 2 bad usage. 'eclip COMMAND --help' for details.")
@@ -436,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr, flush=True)
+    print(f"{PROG}: warning: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -459,11 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
             return 2
         except EclipError as err:
-            print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+            print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
             return 1
         except OSError as err:  # output files and directories
             where = f" {err.filename!r}" if getattr(err, "filename", None) else ""
-            print(f"{PROG}: error: {err.strerror or _one_line(err)}{where}", file=sys.stderr)
+            print(f"{PROG}: error: {err.strerror or one_line(err)}{where}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import open_clip
 import torch
 from open_clip.model import set_model_preprocess_cfg
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
+from . import trace
 from .errors import ModelLoadError
 from .vocab import ShapesTokenizer
 
@@ -120,10 +122,10 @@ def load_embedded(device: str | torch.device = "cpu", directory: Path | str = EM
     except (SafetensorError, RuntimeError) as error:
         raise ModelLoadError(f"cannot load weights from {weights}: {error}") from error
     preprocess_cfg = {**_copy(config.get("preprocess_cfg", {}))}
-    preprocess_cfg.setdefault("size", model.visual.image_size)
+    preprocess_cfg.setdefault("size", trace.image_size(model))
     set_model_preprocess_cfg(model, preprocess_cfg)
     model = model.to(device=device, dtype=torch.float32).eval()
-    tokenizer = ShapesTokenizer(context_length=model.context_length)
+    tokenizer = ShapesTokenizer(context_length=trace.context_length(model))
     return model, build_preprocess(preprocess_cfg), tokenizer
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Any, NamedTuple
 
+import open_clip
 import torch
+from safetensors.torch import load_file
 
-from .errors import ModelLoadError, UnsupportedModelError
+from . import embedded
+from .errors import ModelLoadError, UnsupportedModelError, one_line
 from .trace import SUPPORTED, text_tower, vision_tower
 
 DEFAULT_MODEL = "eclip-shapes"
@@ -36,8 +40,6 @@ class ModelInfo(NamedTuple):
 
 def available_models() -> list[str]:
     """The embedded model, then every architecture open_clip knows."""
-    import open_clip
-
     return [DEFAULT_MODEL] + sorted(open_clip.list_models())
 
 
@@ -45,7 +47,6 @@ def model_info(name: str) -> ModelInfo:
     """Classify a model from its config: is its image tower a ViT, can eclip trace it."""
     if name == DEFAULT_MODEL:
         return ModelInfo(name, True, True, "embedded, 64x64 shapes world, no download")
-    import open_clip
 
     config = open_clip.get_model_config(name)
     if config is None:
@@ -85,14 +86,11 @@ def load_model(name: str | None = None, pretrained: str | Path | None = None,
     if name in (None, DEFAULT_MODEL):
         if pretrained is not None:
             raise ModelLoadError(f"{DEFAULT_MODEL} ships its own weights; pretrained= is not used with it")
-        from . import embedded
-
         try:  # the directory is read at call time, so tests can point it elsewhere
             loaded = embedded.load_embedded(device="cpu", directory=embedded.EMBEDDED_DIR)
         except embedded.ModelLoadError as err:
-            raise ModelLoadError(f"cannot load the embedded model {DEFAULT_MODEL}: {_one_line(err)}") from None
+            raise ModelLoadError(f"cannot load the embedded model {DEFAULT_MODEL}: {one_line(err)}") from None
         return LoadedModel(_to_device(loaded[0], device), *loaded[1:])
-    import open_clip
 
     if not isinstance(name, str) or name not in open_clip.list_models():
         raise ModelLoadError(f"unknown model {name!r}; available: {', '.join(available_models())}")
@@ -105,7 +103,7 @@ def load_model(name: str | None = None, pretrained: str | Path | None = None,
     if hf_tokenizer and not (pretrained is not None and not is_path):
         raise ModelLoadError(f"model {name!r} needs the Hugging Face tokenizer {hf_tokenizer!r}, which "
                              f"would be downloaded; name a pretrained tag to allow network access")
-    if is_path:
+    if path is not None and is_path:
         state = read_checkpoint(path)  # read (and refused) before the model is built
         with _quiet_open_clip():
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
@@ -120,28 +118,21 @@ def load_model(name: str | None = None, pretrained: str | Path | None = None,
                 model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
         except Exception as err:  # open_clip raises many types; the user needs one message
             raise ModelLoadError(f"could not load {name!r} with pretrained={str(pretrained)!r}: "
-                                 f"{_one_line(err)}") from None
+                                 f"{one_line(err)}") from None
     vision_tower(model)
     text_tower(model)
     try:
         tokenizer = open_clip.get_tokenizer(name)
     except Exception as err:
-        raise ModelLoadError(f"cannot build the tokenizer of {name!r}: {_one_line(err)}") from None
+        raise ModelLoadError(f"cannot build the tokenizer of {name!r}: {one_line(err)}") from None
     return LoadedModel(_to_device(model, device), preprocess, tokenizer)
-
-
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    """An exception's message on one line, without terminal escapes, cut to ``limit``."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
-    text = " ".join(text.split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _to_device(model: torch.nn.Module, device) -> torch.nn.Module:
     try:
         return model.to(device).eval()
     except Exception as err:  # bad device strings, CUDA absent, ...
-        raise ModelLoadError(f"cannot move the model to device {str(device)!r}: {_one_line(err)}") from None
+        raise ModelLoadError(f"cannot move the model to device {str(device)!r}: {one_line(err)}") from None
 
 
 @contextmanager
@@ -168,10 +159,9 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         raise ModelLoadError(f"checkpoint {str(path)!r} is a directory, not a file")
     if not path.is_file():
         raise ModelLoadError(f"checkpoint {str(path)!r} does not exist")
+    state: Any
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -206,11 +196,11 @@ def _unreadable(path: Path, err: BaseException) -> str:
     if "Weights only load failed" in message:
         detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|Check the documentation|$)",
                            message, re.S)
-        reason = _one_line(detail.group(1)) if detail else "it is not a weights-only PyTorch file"
+        reason = one_line(detail.group(1)) if detail else "it is not a weights-only PyTorch file"
         return (f"checkpoint {str(path)!r} cannot be read as a weights-only PyTorch file "
                 f"({reason}); eclip never unpickles code")
     return (f"cannot read checkpoint {str(path)!r} as safetensors or a weights-only PyTorch "
-            f"file: {_one_line(err)}")
+            f"file: {one_line(err)}")
 
 
 def _load_state(model: torch.nn.Module, state: dict, path: Path, name: str) -> None:
@@ -233,4 +223,4 @@ def _load_state(model: torch.nn.Module, state: dict, path: Path, name: str) -> N
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise ModelLoadError(f"checkpoint {str(path)!r} does not fit {name!r}: {_one_line(err)}") from None
+        raise ModelLoadError(f"checkpoint {str(path)!r} does not fit {name!r}: {one_line(err)}") from None

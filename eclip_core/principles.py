@@ -23,18 +23,31 @@ or randomised explain something else.
 from __future__ import annotations
 
 import math
-
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import shapes, trace
+from .departures import FAITHFUL, PUBLISHED, Departures
 from .errors import InputError
-from .explainers import unpack
-from .images import keep_size_tensor, load_image
-from .metrics import (EvaluationTable, _prepare, _run_method, _split_method, cascade,
-                      method_options, scene_labels)
+from .evaluation import evaluate, method_options
+from .explainers import explain
+from .explainers.base import cosine_scores
+from .inputs import (
+    as_list,
+    load_image,
+    model_dtype_device,
+    native_batch,
+    prepare_images,
+    text_targets,
+    unpack,
+)
+from .metrics import cascade
 
 __all__ = ["P1Report", "P1_DRIFT_TOLERANCE", "original_scores", "p1_check", "p1_departures",
            "p2_randomisation", "p2_table"]
@@ -81,13 +94,11 @@ class P1Report:
                 f"(criteria: drift <= {self.tolerance:g}, agreement == 1)")
 
 
-def _images_list(images):
-    from .shapes import Scene
-
+def _images_list(images) -> list[Any] | torch.Tensor:
+    """A tensor as it is; images, paths or shapes scenes as a list of images."""
     if isinstance(images, torch.Tensor):
         return images
-    images = list(images) if isinstance(images, (list, tuple)) else [images]
-    return [im.image if isinstance(im, Scene) else im for im in images]
+    return [im.image if isinstance(im, shapes.Scene) else im for im in as_list(images)]
 
 
 def original_scores(bundle, images, texts) -> torch.Tensor:
@@ -97,39 +108,37 @@ def original_scores(bundle, images, texts) -> torch.Tensor:
     tensor must already be the model's native input.
     """
     model, preprocess, tokenizer = unpack(bundle)
-    p = next(model.parameters())
+    dtype, device = model_dtype_device(model)
     images = _images_list(images)
     if isinstance(images, torch.Tensor):
         x = images[None] if images.ndim == 3 else images
-        size = tuple(model.visual.image_size)
+        size = trace.image_size(model)
         if tuple(x.shape[-2:]) != size:
             raise InputError(f"P1 compares with the original pipeline ({size[0]}x{size[1]}); a "
                              f"{tuple(x.shape[-2:])} tensor is not it: pass the PIL images")
     else:
         if preprocess is None:
             raise InputError("PIL images need the model's preprocess")
-        x = torch.stack([preprocess(load_image(im)) for im in images])
+        x = native_batch(images, preprocess)
     with torch.no_grad():
-        f = F.normalize(model.encode_image(x.to(p.device, p.dtype)), dim=-1)
+        f = F.normalize(model.encode_image(x.to(device, dtype)), dim=-1)
         if isinstance(texts, torch.Tensor):
-            t = F.normalize(texts.to(p.device, f.dtype), dim=-1)
+            t = F.normalize(texts.to(device, f.dtype), dim=-1)
         else:
             if tokenizer is None:
                 raise InputError("strings need the model's tokenizer")
             texts = [texts] if isinstance(texts, str) else list(texts)
-            t = F.normalize(model.encode_text(tokenizer(texts).to(p.device)), dim=-1)
+            t = F.normalize(model.encode_text(tokenizer(texts).to(device)), dim=-1)
     return f @ t.T
 
 
-def p1_check(bundle, method: str, images, texts, *, mode: str = "faithful", **options) -> P1Report:
+def p1_check(bundle, method: str, images, texts, *, mode: str = "faithful", **options: Any) -> P1Report:
     """P1 for ``method``: does the forward pass it differentiated reproduce the original model?
 
     The explainer is run through :func:`eclip_core.explain` (``mode``, ``options``); its
     ``Explanation.scores`` are compared with :func:`original_scores`. Pass criteria:
     max |drift| <= 1e-5 and zero-shot agreement (argmax over the K texts) == 1.0.
     """
-    from .explainers import explain
-
     images = _images_list(images)
     e = explain(bundle, images, texts, method=method, mode=mode, **options)
     original = original_scores(bundle, images, texts)
@@ -139,12 +148,11 @@ def p1_check(bundle, method: str, images, texts, *, mode: str = "faithful", **op
                     e.scores.detach(), original.detach())
 
 
-def _labels(images, texts, labels):
-    from .shapes import Scene
-
+def _labels(images, texts: Sequence[str], labels) -> list[set[int]] | None:
     if labels is None:
-        if isinstance(images, (list, tuple)) and images and all(isinstance(s, Scene) for s in images):
-            return [scene_labels(s, texts) for s in images]
+        if isinstance(images, (list, tuple)) and images and all(isinstance(s, shapes.Scene) for s in images):
+            return [{list(texts).index(f"a {o.phrase}") for o in s.objects if f"a {o.phrase}" in texts}
+                    for s in images]
         return None
     out = []
     for label in labels:
@@ -153,94 +161,97 @@ def _labels(images, texts, labels):
     return out
 
 
-def p1_departures(bundle, images, texts, *, labels=None) -> EvaluationTable:
+#: The published code's departures, one at a time and together.
+DEPARTURE_VARIANTS = {"original": FAITHFUL, "one_head": Departures(heads=1),
+                      "keep_size": Departures(keep_size=True), "reference": PUBLISHED}
+
+
+def _departed_scores(bundle, images: list[Any], targets: torch.Tensor,
+                     departures: Departures) -> tuple[torch.Tensor, str]:
+    """Scores of the forward pass with ``departures`` (keep-size inputs traced per distinct
+    size), and the patch grid(s) it used."""
+    model, preprocess, _ = bundle
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault(im.size if departures.keep_size else (0, 0), []).append(i)
+    scores: list[torch.Tensor | None] = [None] * len(images)
+    grids = set()
+    for idx in groups.values():
+        x, _ = prepare_images(model, preprocess, [images[i] for i in idx], departures)
+        if departures.any:
+            tr = trace.trace_vision(model, x, departures, record="last")
+            assert tr.grid is not None
+            embedding, grid = tr.embedding, tr.grid
+        else:  # the original is the model's own forward pass, not a recomputation of it
+            embedding, grid = model.encode_image(x), trace.grid_size(model)
+        grids.add("x".join(map(str, grid)))
+        group_scores = cosine_scores(embedding, targets)
+        for j, i in enumerate(idx):
+            scores[i] = group_scores[j]
+    return torch.stack(scores), grids.pop() if len(grids) == 1 else "mixed"  # type: ignore[arg-type]
+
+
+def p1_departures(bundle, images, texts, *, labels=None) -> pd.DataFrame:
     """The published Grad-ECLIP code's departures from the original model, one at a time.
 
-    Rows: ``original`` (``model.encode_image`` on the native pipeline), ``one_head``
-    (the last block recomputed with one head over the full width, native resolution:
-    ``trace_vision(..., last_block_heads=1)``), ``keep_size`` (the keep-size input with
-    interpolated positional embeddings and the model's own heads:
-    ``trace_vision(..., any_size=True)``) and ``reference`` (both: what Grad-ECLIP's
-    reference mode differentiates). Columns: max / median |score drift| against the
-    original, zero-shot agreement with the original's top-1, zero-shot accuracy
-    (``labels``: per image an index, a prompt or a set of them; derived from shapes-world
-    scenes, where a prediction is right when it names an object of the scene -- for a
-    single-object scene, its object's prompt), and the P1 verdict (drift <= 1e-5 and
-    agreement == 1).
+    Rows (:data:`DEPARTURE_VARIANTS`): ``original`` (the model's own forward pass on its
+    own pipeline), ``one_head`` (the last block recomputed with one head over the full
+    width, native resolution), ``keep_size`` (the keep-size input with interpolated
+    positional embeddings and the model's own heads) and ``reference`` (both, and the
+    published text normalisation: what Grad-ECLIP's reference mode differentiates).
+    Columns: the last block's heads, the grid, max / median |score drift| against
+    ``model.encode_image`` on the native pipeline, zero-shot agreement with its top-1,
+    zero-shot accuracy (``labels``: per image an index, a prompt or a set of them;
+    derived from shapes scenes, where a prediction is right when it names an object of
+    the scene), and the P1 verdict (drift <= 1e-5 and agreement == 1).
     """
-    from .explainers import text_targets
-    from .explainers.base import cosine_scores
-    from .trace import trace_vision
-
     model, preprocess, tokenizer = unpack(bundle)
-    label_sets = _labels(images if not isinstance(images, torch.Tensor) else None, texts, labels)
+    label_sets = _labels(images, texts, labels)
     images = _images_list(images)
     if isinstance(images, torch.Tensor):
         raise InputError("p1_departures needs the images themselves (PIL or paths): the "
                          "keep-size departure resizes them")
-    p = next(model.parameters())
+    images = [load_image(im) for im in images]
     targets = text_targets(model, tokenizer, texts)
-    native = torch.stack([preprocess(load_image(im)) for im in images]).to(p.device, p.dtype)
-    patch = model.visual.patch_size[0]
-    keep = [keep_size_tensor(im, preprocess, patch).to(p.device, p.dtype) for im in images]
-
-    def keep_size_scores(heads):
-        """Scores on the keep-size inputs (traced per distinct size) and the grid(s) used."""
-        scores, grids, by_size = [None] * len(keep), set(), {}
-        for i, t in enumerate(keep):
-            by_size.setdefault(tuple(t.shape), []).append(i)
-        for idx in by_size.values():
-            tr = trace_vision(model, torch.stack([keep[i] for i in idx]), any_size=True,
-                              last_block_heads=heads)
-            grids.add(tr.grid)
-            s = cosine_scores(tr.embedding, targets)
-            for j, i in enumerate(idx):
-                scores[i] = s[j]
-        return torch.stack(scores), "x".join(map(str, grids.pop())) if len(grids) == 1 else "mixed"
-
-    heads = model.visual.transformer.resblocks[-1].attn.num_heads
+    native, _ = prepare_images(model, preprocess, images)
     with torch.no_grad():
         original = cosine_scores(model.encode_image(native), targets)
-        one_head = trace_vision(model, native, last_block_heads=1)
-        keep_scores, keep_grid = keep_size_scores(None)
-        ref_scores, ref_grid = keep_size_scores(1)
-    variants = {  # name: (scores, last-block heads, patch grid)
-        "original": (original, heads, "x".join(map(str, model.visual.grid_size))),
-        "one_head": (cosine_scores(one_head.embedding, targets), 1, "x".join(map(str, one_head.grid))),
-        "keep_size": (keep_scores, heads, keep_grid),
-        "reference": (ref_scores, 1, ref_grid),
-    }
+        variants = {name: _departed_scores((model, preprocess, tokenizer), images, targets, d)
+                    for name, d in DEPARTURE_VARIANTS.items()}
     rows = []
     pred0 = original.argmax(-1)
-    for name, (scores, h, grid) in variants.items():
+    for name, (scores, grid) in variants.items():
         drift = (scores.double() - original.double()).abs()
         pred = scores.argmax(-1)
-        row = {"variant": name, "last_block_heads": h, "grid": grid,
-               "max_drift": float(drift.max()), "median_drift": float(drift.median()),
-               "agreement": float((pred == pred0).double().mean())}
+        row: dict[str, Any] = {
+            "variant": name, "last_block_heads": DEPARTURE_VARIANTS[name].heads or trace.heads(model),
+            "grid": grid, "max_drift": float(drift.max()), "median_drift": float(drift.median()),
+            "agreement": float((pred == pred0).double().mean())}
         if label_sets is not None:
             row["accuracy"] = float(np.mean([int(p_) in ls for p_, ls in zip(pred.tolist(), label_sets)]))
         row["p1_passed"] = row["max_drift"] <= P1_DRIFT_TOLERANCE and row["agreement"] >= 1.0
         rows.append(row)
-    return EvaluationTable(rows, title=f"P1 departures on {len(images)} images, {targets.shape[0]} texts",
-                           notes=["drift and agreement against model.encode_image on the native pipeline",
-                                  "P1 criteria: max drift <= 1e-5 and agreement == 1"])
+    table = pd.DataFrame(rows).set_index("variant")
+    table.attrs["title"] = f"P1 departures on {len(images)} images, {targets.shape[0]} texts"
+    table.attrs["notes"] = ["drift and agreement against model.encode_image on the native pipeline",
+                            "P1 criteria: max drift <= 1e-5 and agreement == 1"]
+    return table
 
 
 # ============================================================================ P2
 
 
-def p2_table(bundle, methods, scenes, *, texts=None, steps: int = 16, rise_masks: int = 500,
-             seed: int = 0, batch_size: int = 50, curve_batch: int | None = None,
-             progress: bool = False) -> EvaluationTable:
+def p2_table(bundle, methods: Sequence[str], scenes, *, texts: Sequence[str] | None = None, steps: int = 16,
+             rise_masks: int = 500, seed: int = 0, batch_size: int = 50,
+             progress: bool = False) -> pd.DataFrame:
     """P2: localisation and deletion split by the model's zero-shot correctness.
 
     For each scene the target is its first object's prompt (the true prompt) among
     ``texts`` (default: every shapes prompt) and the original model's prediction is the
     top-1 over ``texts``; a prediction is *right* when it is the target (use
-    single-object scenes). Per explainer (``"name"`` or ``"name:reference"``), on the
-    target's map: pointing-game hit rate and deletion AUC (score, uniform baseline,
-    ours protocol) on right and on wrong predictions.
+    single-object scenes). Per explainer (``"name"`` or
+    ``"name:reference"``), on the target's map: pointing-game hit rate and deletion AUC
+    (score, uniform baseline, ours protocol) on right and on wrong predictions.
 
     ``pointing_wrong`` is how often the explainer still "localises" the named object
     when the model got the scene wrong; ``pointing_gap = pointing_right -
@@ -251,52 +262,44 @@ def p2_table(bundle, methods, scenes, *, texts=None, steps: int = 16, rise_masks
     the target's score starts lower, so its AUC is lower whatever the map. NaN where a
     split is empty.
     """
-    from tqdm.auto import tqdm
-
-    from .explainers.base import cosine_scores
-
-    bundle, scenes, texts, images, targets, target_idx = _prepare(bundle, scenes, texts)
-    model = bundle[0]
-    if curve_batch is None:
-        curve_batch = 64 if images.shape[-1] * images.shape[-2] <= 128 * 128 else 32
     methods = [methods] if isinstance(methods, str) else list(methods)
-    with torch.no_grad():
-        pred = cosine_scores(model.encode_image(images), targets).argmax(-1).cpu().numpy()
-    right = pred == np.asarray(target_idx)
+    result = evaluate(bundle, list(scenes), methods, texts=texts, steps=steps, seed=seed,
+                      rise_masks=rise_masks, batch_size=batch_size, insertion=False, timing=False,
+                      progress=progress)
     rows = []
-    for spec in tqdm(methods, desc="P2", disable=not progress):
-        run = _run_method(bundle, spec, scenes, images, texts, targets, target_idx, steps=steps,
-                          rise_masks=rise_masks, seed=seed, batch_size=batch_size,
-                          curve_batch=curve_batch, insertion=False, progress=progress)
-        deletion = np.array([c.auc_score for c in run.deletion])
+    for spec, group in result.per_image.groupby("method", sort=False):
+        right = (group["predicted"] == group["target"]).to_numpy(bool)
 
-        def split(values, which):
-            v = values[which]
-            return float(v.mean()) if len(v) else float("nan")
+        def split(column: str, which: np.ndarray, group: pd.DataFrame = group) -> float:
+            values = group[column].to_numpy(float)[which]
+            return float(values.mean()) if len(values) else float("nan")
 
-        pr, pw = split(run.pointing.astype(float), right), split(run.pointing.astype(float), ~right)
-        dr, dw = split(deletion, right), split(deletion, ~right)
+        pr, pw = split("pointing_game", right), split("pointing_game", ~right)
         n_right, n_wrong = int(right.sum()), int((~right).sum())
         gap_se = math.sqrt(pr * (1 - pr) / n_right + pw * (1 - pw) / n_wrong) \
             if n_right and n_wrong else float("nan")
         rows.append({"method": spec, "n_right": n_right, "n_wrong": n_wrong,
                      "pointing_right": pr, "pointing_wrong": pw, "pointing_gap": pr - pw,
-                     "gap_se": gap_se, "deletion_right": dr, "deletion_wrong": dw})
-    return EvaluationTable(
-        rows, title=f"P2: explanation quality split by zero-shot correctness ({len(scenes)} scenes, "
-                    f"accuracy {right.mean():.3f})",
-        notes=["target = the true prompt; right = the model's top-1 is the target",
-               "pointing_gap = pointing_right - pointing_wrong: > 0 means the maps degrade "
-               "when the model fails (aligned with performance)",
-               "gap_se: standard error of the gap (two independent proportions); "
-               "a gap within two of them of 0 is no evidence either way",
-               "deletion AUC: lower is better"],
-        meta={"accuracy": float(right.mean()), "predictions": pred.tolist(), "targets": target_idx,
-              "steps": steps, "seed": seed})
+                     "gap_se": gap_se, "deletion_right": split("deletion_auc", right),
+                     "deletion_wrong": split("deletion_auc", ~right)})
+    table = pd.DataFrame(rows).set_index("method")
+    first = result.per_image[result.per_image["method"] == result.per_image["method"].iloc[0]]
+    accuracy = float((first["predicted"] == first["target"]).mean())
+    table.attrs["title"] = (f"P2: explanation quality split by zero-shot correctness "
+                            f"({result.per_image['item'].nunique()} scenes, accuracy {accuracy:.3f})")
+    table.attrs["notes"] = [
+        "target = the true prompt; right = the model's top-1 is the target",
+        "pointing_gap = pointing_right - pointing_wrong: > 0 means the maps degrade when the "
+        "model fails (aligned with performance)",
+        "gap_se: standard error of the gap (two independent proportions); a gap within two of "
+        "them of 0 is no evidence either way",
+        "deletion AUC: lower is better"]
+    table.attrs["accuracy"] = accuracy
+    return table
 
 
-def p2_randomisation(bundle, methods, images, texts, *, seed: int = 0, rise_masks: int = 500,
-                     progress: bool = False) -> EvaluationTable:
+def p2_randomisation(bundle, methods: Sequence[str], images, texts, *, seed: int = 0,
+                     rise_masks: int = 500, progress: bool = False) -> pd.DataFrame:
     """P2: the model-randomisation cascade per explainer (rank correlation at each step).
 
     Columns ``s0:trained``, ``s1:proj+ln_post``, ``s2:block{L-1}``, ..., ``embeddings``:
@@ -308,23 +311,18 @@ def p2_randomisation(bundle, methods, images, texts, *, seed: int = 0, rise_mask
     it; a correlation that stays high while the model is randomised fails P2.
     """
     methods = [methods] if isinstance(methods, str) else list(methods)
-    options = {spec: method_options(_split_method(spec)[0], rise_masks=rise_masks, seed=seed)
-               for spec in methods}
+    options = {spec: method_options(spec, rise_masks=rise_masks, seed=seed) for spec in methods}
     images = _images_list(images)
     results = cascade(bundle, methods, images, texts, seed=seed, options=options, progress=progress)
-    rows = []
-    for spec, steps in results.items():
-        row = {"method": spec}
-        row.update({f"s{s.step}:{s.name}": s.spearman for s in steps})
-        rows.append(row)
+    rows = {spec: {f"s{s.step}:{s.name}": s.spearman for s in steps} for spec, steps in results.items()}
     first = next(iter(results.values()))
-    agreement = {"method": "(zero-shot agreement)"}
-    agreement.update({f"s{s.step}:{s.name}": s.agreement for s in first})
-    rows.append(agreement)
-    return EvaluationTable(
-        rows, title=f"P2: randomisation cascade, Spearman rank correlation with the trained maps "
-                    f"({len(images)} images, {len(texts)} texts)",
-        notes=["cumulative, top down: s1 randomises proj + ln_post, then one block per step, "
-               "finally the embeddings", "step 0 is 1 by construction; lower afterwards is better"],
-        meta={"pearson": {spec: [s.pearson for s in steps] for spec, steps in results.items()},
-              "seed": seed})
+    rows["(zero-shot agreement)"] = {f"s{s.step}:{s.name}": s.agreement for s in first}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "method"
+    table.attrs["title"] = (f"P2: randomisation cascade, Spearman rank correlation with the trained maps "
+                            f"({len(images)} images, {len(texts)} texts)")
+    table.attrs["notes"] = ["cumulative, top down: s1 randomises proj + ln_post, then one block per "
+                            "step, finally the embeddings",
+                            "step 0 is 1 by construction; lower afterwards is better"]
+    table.attrs["pearson"] = {spec: [s.pearson for s in steps] for spec, steps in results.items()}
+    return table

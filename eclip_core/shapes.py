@@ -34,8 +34,8 @@ colour x shape pair) and multi-object scenes (two or three objects).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -170,7 +170,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     gradient = math.cos(direction) * ramp[None, :] + math.sin(direction) * ramp[:, None]
     gradient *= rng.uniform(5, 20)
     coarse = rng.normal(0, 7, size=(4, 4)).astype(np.float32)
-    blotches = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BILINEAR))
+    blotches = np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BILINEAR))
     noise = rng.standard_normal(size=(size, size, 3), dtype=np.float32) * 4
     return (base + (gradient + blotches)[..., None]).astype(np.float32) + noise
 
@@ -336,26 +336,3 @@ def train_stream(seed: int = TRAIN_SEED, batch_size: int = 128, size: int = 64, 
     while True:
         yield train_batch(_scene_rng(seed, TRAIN_KEY, index), batch_size, size, **batch_options)
         index += stride
-
-
-# ----------------------------------------------------------------------------- figures
-
-
-def sample_grid(scenes: Sequence[Scene], ncols: int = 6, *, show_masks: bool = False,
-                cell_inches: float = 1.6):
-    """A matplotlib figure showing scenes with their captions (and optional mask outlines)."""
-    import matplotlib.pyplot as plt
-
-    nrows = max(1, math.ceil(len(scenes) / ncols))
-    figure, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell_inches, nrows * cell_inches * 1.15),
-                                squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, scene in zip(axes.flat, scenes):
-        axis.imshow(scene.image)
-        if show_masks:
-            for obj in scene.objects:
-                axis.contour(obj.mask.astype(float), levels=[0.5], colors="black", linewidths=0.6)
-        axis.set_title(scene.caption.replace(" and ", "\n"), fontsize=6)
-    figure.tight_layout()
-    return figure

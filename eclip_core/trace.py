@@ -1,6 +1,9 @@
 """A recorded forward pass of an open_clip CLIP, computed from the model's own parameters.
 
-This is the one module that knows open_clip's internals. It never modifies or
+This is the one module that knows open_clip's internals (``tests/test_layout.py`` fails
+if another module reads them): the towers, blocks and heads, the readout path from
+the CLS token to the embedding, the patch grid, and the facts other modules need
+(:func:`image_size`, :func:`patch_size`, :func:`heads`, ...). It never modifies or
 monkey-patches the model: every block is re-run from its own submodules (``ln_1``,
 ``ln_2``, ``mlp``, ``ls_1``, ``ls_2``, ``attn.out_proj``) and its attention from
 ``attn.in_proj_weight`` / ``in_proj_bias``, so that q, k, v, the attention
@@ -8,9 +11,10 @@ probabilities and the attention output exist as tensors that gradients can flow
 through. ``tests/test_trace.py`` checks that the record reproduces
 ``model.encode_image`` / ``model.encode_text``.
 
-Two departures of the published Grad-ECLIP code can be requested here, explicitly:
-``heads=1`` in a block (its one-head recompute over the full width) and a patch grid
-other than the model's own (bicubic interpolation of the positional embeddings).
+The departures of the published Grad-ECLIP code are requested with one value,
+:class:`~eclip_core.departures.Departures`: ``heads`` in the explained blocks (its
+one-head recompute over the full width) and ``keep_size`` (a patch grid other than the
+model's own, with bicubically interpolated positional embeddings).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from open_clip.model import CLIP
 from open_clip.transformer import ResidualAttentionBlock, TextTransformer, VisionTransformer
 
+from .departures import FAITHFUL, Departures
 from .errors import InputError, UnsupportedModelError
 
 SUPPORTED = (
@@ -104,6 +109,94 @@ def _check_block(block) -> None:
         )
 
 
+# ----------------------------------------------------------------------------- model facts
+
+
+def _pair(value) -> tuple[int, int]:
+    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def image_size(model) -> tuple[int, int]:
+    """(height, width) of the model's own input."""
+    return _pair(vision_tower(model).image_size)
+
+
+def declared_input_size(model) -> tuple[int, int] | None:
+    """The input size any open_clip image tower declares (ViT or not); None without one."""
+    size = getattr(getattr(model, "visual", None), "image_size", None)
+    return None if size is None else _pair(size)
+
+
+def patch_size(model) -> tuple[int, int]:
+    """(height, width) of a patch."""
+    return _pair(vision_tower(model).patch_size)
+
+
+def grid_size(model) -> tuple[int, int]:
+    """The patch grid of the model's own input."""
+    return _pair(vision_tower(model).grid_size)
+
+
+def embed_dim(model) -> int | None:
+    """Width of the joint embedding space, as the image tower declares it (None if it does not)."""
+    dim = getattr(getattr(model, "visual", None), "output_dim", None)
+    return None if dim is None else int(dim)
+
+
+def _blocks(model, tower: str):
+    if tower == "vision":
+        return vision_tower(model).transformer.resblocks
+    if tower == "text":
+        return text_tower(model).transformer.resblocks
+    raise ValueError(f"tower must be 'vision' or 'text', got {tower!r}")
+
+
+def depth(model, tower: str = "vision") -> int:
+    """Number of transformer blocks of a tower."""
+    return len(_blocks(model, tower))
+
+
+def heads(model, tower: str = "vision", block: int = -1) -> int:
+    """Attention heads of one block of a tower."""
+    return int(_blocks(model, tower)[block].attn.num_heads)
+
+
+def context_length(model) -> int:
+    """Token positions of the text tower."""
+    return int(text_tower(model).positional_embedding.shape[0])
+
+
+def preprocess_config(model) -> dict | None:
+    """open_clip's ``preprocess_cfg`` stored on the image tower (any kind), if any."""
+    return getattr(getattr(model, "visual", None), "preprocess_cfg", None)
+
+
+def logit_scale(model) -> torch.nn.Parameter:
+    """The learnable log temperature of the contrastive loss."""
+    return model.logit_scale
+
+
+def vision_parameters(model) -> dict[str, torch.nn.Parameter]:
+    """The image tower's parameters by name."""
+    return dict(vision_tower(model).named_parameters())
+
+
+def vision_parameter_groups(model) -> list[tuple[str, list[str]]]:
+    """The image tower's parameter names grouped top down, as the randomisation cascade uses them.
+
+    ``proj+ln_post``, then ``block{L-1}``, ..., ``block0``, then ``embeddings`` (the
+    patch, class and positional embeddings, ``ln_pre`` and anything else left).
+    """
+    names = list(vision_parameters(model))
+    groups = [("proj+ln_post", [n for n in names if n == "proj" or n.startswith("ln_post.")])]
+    for i in reversed(range(depth(model, "vision"))):
+        prefix = f"transformer.resblocks.{i}."
+        groups.append((f"block{i}", [n for n in names if n.startswith(prefix)]))
+    used = {n for _, group in groups for n in group}
+    groups.append(("embeddings", [n for n in names if n not in used]))
+    return [(name, group) for name, group in groups if group]
+
+
 # ----------------------------------------------------------------------------- blocks
 
 
@@ -149,23 +242,29 @@ def run_block(block, x: torch.Tensor, heads: int | None = None, attn_mask=None) 
     return BlockRecord(x, q, k, v, attn, attn_out, block_tail(block, x, attn_out))
 
 
-def run_blocks(blocks, x, attn_mask=None, heads: dict[int, int] | None = None):
-    """Run a stack of blocks, recording each; ``heads`` maps block index -> head count."""
-    heads = heads or {}
+def run_blocks(blocks, x, attn_mask=None, *, departed: int = 0, heads: int | None = None):
+    """Run a stack of blocks, recording each; the last ``departed`` run with ``heads`` heads."""
     n = len(blocks)
     records = []
     for i, block in enumerate(blocks):
-        record = run_block(block, x, heads.get(i) or heads.get(i - n), attn_mask)
+        record = run_block(block, x, heads if i >= n - departed else None, attn_mask)
         records.append(record)
         x = record.x_out
     return records
 
 
+def attention_projection(model, t: torch.Tensor, *, tower: str = "vision", block: int = -1) -> torch.Tensor:
+    """A block's attention output projection ``W_out t + b_out`` applied to ``t`` (..., D)."""
+    return _blocks(model, tower)[block].attn.out_proj(t)
+
+
 # ----------------------------------------------------------------------------- vision
 
 
-def check_images(visual: VisionTransformer, images: torch.Tensor, any_size: bool = False):
-    """Refuse a tensor that is not (B, 3, H, W) at the model's resolution (or a patch multiple)."""
+def check_images(model, images: torch.Tensor, departures: Departures = FAITHFUL) -> None:
+    """Refuse a tensor that is not (B, 3, H, W) at the model's resolution (keep-size: a patch multiple)."""
+    visual = vision_tower(model)
+    any_size = departures.keep_size
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise InputError(f"images must be a (B, 3, H, W) tensor, got shape {shape}")
@@ -207,40 +306,64 @@ def embed_images(visual: VisionTransformer, images: torch.Tensor):
     return visual.ln_pre(x), grid
 
 
-def vision_readout(visual: VisionTransformer, block, x_cls, attn_out_cls) -> torch.Tensor:
+def _readout(visual: VisionTransformer, y: torch.Tensor) -> torch.Tensor:
+    y = visual.ln_post(y)
+    return y @ visual.proj if visual.proj is not None else y
+
+
+def cls_readout(model, x_cls: torch.Tensor, attn_out_cls: torch.Tensor) -> torch.Tensor:
     """The image embedding from the last block's CLS input and CLS attention output.
 
     In the last block nothing mixes tokens after attention, so this is the whole path
     from the CLS attention output to the embedding: per-target gradients need only it.
-    """
-    y = visual.ln_post(block_tail(block, x_cls, attn_out_cls))
-    return y @ visual.proj if visual.proj is not None else y
-
-
-def trace_vision(model, images: torch.Tensor, *, last_block_heads: int | None = None,
-                 any_size: bool = False, record: str = "all") -> Trace:
-    """Recorded forward pass of the image tower.
-
-    ``last_block_heads=1`` and ``any_size=True`` (grid from the image, interpolated
-    positional embeddings) are the published Grad-ECLIP departures; by default the
-    trace is the model's own forward pass and reproduces ``model.encode_image``.
-    ``record="last"`` runs the blocks before the last through the model's own modules
-    (fused attention, nothing kept) and records the last block only.
+    Broadcasts over leading dimensions.
     """
     visual = vision_tower(model)
-    check_images(visual, images, any_size=any_size)
+    return _readout(visual, block_tail(visual.transformer.resblocks[-1], x_cls, attn_out_cls))
+
+
+def cls_embedding_from_tokens(model, tokens: torch.Tensor, departures: Departures = FAITHFUL) -> torch.Tensor:
+    """The image embedding as a function of the last block's input tokens (B, T, D).
+
+    Only the CLS query of the last block is computed: the embedding reads nothing else.
+    """
+    visual = vision_tower(model)
+    block = visual.transformer.resblocks[-1]
+    q, k, v = qkv(block, tokens, departures.heads or block.attn.num_heads)
+    cls_out = merge_heads(attention_probs(q[:, :, :1], k) @ v)[:, 0]
+    return _readout(visual, block_tail(block, tokens[:, 0], cls_out))
+
+
+def value_embeddings(model, values: torch.Tensor) -> torch.Tensor:
+    """Last-block values (B, N, D) through the output projection, ``ln_post`` and the
+    projection, skipping attention: MaskCLIP's dense patch embeddings (B, N, E)."""
+    visual = vision_tower(model)
+    return _readout(visual, attention_projection(model, values))
+
+
+def trace_vision(model, images: torch.Tensor, departures: Departures = FAITHFUL, *,
+                 record: str = "all") -> Trace:
+    """Recorded forward pass of the image tower.
+
+    With :data:`~eclip_core.departures.FAITHFUL` (the default) the trace is the model's
+    own forward pass and reproduces ``model.encode_image``; ``departures`` requests the
+    published code's (``heads`` in the last block; ``keep_size``: a grid from the
+    image, interpolated positional embeddings). ``record="last"`` runs the blocks
+    before the last through the model's own modules (fused attention, nothing kept)
+    and records the last block only.
+    """
+    if record not in ("all", "last"):
+        raise ValueError(f"record must be 'all' or 'last', got {record!r}")
+    visual = vision_tower(model)
+    check_images(model, images, departures)
     x, grid = embed_images(visual, images)
-    heads = {-1: last_block_heads} if last_block_heads else None
     resblocks = visual.transformer.resblocks
     if record == "last":
         x = _run_unrecorded(visual.transformer, resblocks[:-1], x)
-        blocks = run_blocks(resblocks[-1:], x, heads={0: last_block_heads} if last_block_heads else None)
-    elif record == "all":
-        blocks = run_blocks(resblocks, x, heads=heads)
-    else:
-        raise ValueError(f"record must be 'all' or 'last', got {record!r}")
+        resblocks = resblocks[-1:]
+    blocks = run_blocks(resblocks, x, departed=1, heads=departures.heads)
     last = blocks[-1]
-    emb = vision_readout(visual, visual.transformer.resblocks[-1], last.x_in[:, 0], last.attn_out[:, 0])
+    emb = cls_readout(model, last.x_in[:, 0], last.attn_out[:, 0])
     return Trace(blocks, emb, torch.zeros(len(images), dtype=torch.long), grid)
 
 
@@ -262,7 +385,7 @@ def text_pool_index(tower, tokens: torch.Tensor) -> torch.Tensor:
     if pool == "argmax":
         return tokens.argmax(dim=-1)
     if pool == "eos":
-        eos = getattr(tower, "text_eos_id", None) or getattr(tower, "eos_id")
+        eos = getattr(tower, "text_eos_id", None) or tower.eos_id
         return (tokens == eos).int().argmax(dim=-1)
     if pool == "first":
         return torch.zeros(len(tokens), dtype=torch.long)
@@ -281,11 +404,12 @@ def check_tokens(tower, tokens: torch.Tensor) -> None:
         raise InputError(f"token sequences of length {tokens.shape[1]} exceed the context length {ctx}")
 
 
-def trace_text(model, tokens: torch.Tensor, *, heads: dict[int, int] | None = None) -> Trace:
+def trace_text(model, tokens: torch.Tensor, departures: Departures = FAITHFUL, *,
+               explained: int = 1) -> Trace:
     """Recorded forward pass of the text tower (causal mask), reproducing ``encode_text``.
 
-    ``heads`` maps a block index (negative counts from the end) to a head count other
-    than the model's: the published code's one-head recompute of the explained blocks.
+    ``departures.heads`` recomputes the last ``explained`` blocks with that many heads:
+    the published code's one-head recompute of the blocks it explains.
     """
     tower = text_tower(model)
     check_tokens(tower, tokens)
@@ -293,7 +417,7 @@ def trace_text(model, tokens: torch.Tensor, *, heads: dict[int, int] | None = No
     dtype = tower.token_embedding.weight.dtype
     x = tower.token_embedding(tokens).to(dtype) + tower.positional_embedding[:n].to(dtype)
     mask = tower.attn_mask[:n, :n].to(dtype) if tower.attn_mask is not None else None
-    blocks = run_blocks(tower.transformer.resblocks, x, mask, heads)
+    blocks = run_blocks(tower.transformer.resblocks, x, mask, departed=explained, heads=departures.heads)
     idx = text_pool_index(tower, tokens)
     pooled = tower.ln_final(blocks[-1].x_out)[torch.arange(len(tokens)), idx]
     proj = tower.text_projection

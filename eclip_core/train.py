@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,10 +30,10 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import set_model_preprocess_cfg
 
-from . import shapes
+from . import shapes, trace
 from .embedded import EMBEDDED_DIR, build_model, build_preprocess, save_embedded
-from .metrics import median_seconds
-from .trace import trace_vision
+from .maps import to_grid
+from .timing import median_seconds
 from .vocab import DEFAULT_CONTEXT_LENGTH, ShapesTokenizer
 
 IMAGE_SIZE = 64
@@ -198,7 +199,8 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor,
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW; no weight decay on gains, biases, embeddings of position and the temperature."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, parameter in model.named_parameters():
         exempt = parameter.ndim < 2 or "ln" in name or "bias" in name or "logit_scale" in name \
             or "embedding" in name
@@ -262,7 +264,7 @@ def _train(config: TrainConfig, log) -> tuple[torch.nn.Module, dict[str, Any]]:
         loss.backward()
         optimizer.step()
         with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))  # CLIP's cap on the temperature
+            trace.logit_scale(model).clamp_(0, math.log(100))  # CLIP's cap on the temperature
         losses.append(loss.item())
         if config.log_every and (step + 1) % config.log_every == 0:
             recent = float(np.mean(losses[-config.log_every:]))
@@ -292,9 +294,10 @@ def last_block_cls_attention(model: torch.nn.Module, images: torch.Tensor) -> to
     CLS query's weight on itself is dropped.
     """
     with torch.no_grad():
-        trace = trace_vision(model, images, record="last")
-    weights = trace.blocks[-1].attn[:, :, 0, 1:].mean(dim=1)
-    return weights.reshape(len(images), *trace.grid)
+        recorded = trace.trace_vision(model, images, record="last")
+    weights = recorded.blocks[-1].attn[:, :, 0, 1:].mean(dim=1)
+    assert recorded.grid is not None
+    return to_grid(weights, recorded.grid)
 
 
 def mask_patch_fraction(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -306,7 +309,7 @@ def mask_patch_fraction(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
 
 def attention_inside_outside(attention: torch.Tensor, scenes: Sequence[shapes.Scene]) -> dict[str, float]:
     """Mean attention per unit of patch area inside all objects' masks vs outside."""
-    grid = tuple(attention.shape[1:])
+    grid = (attention.shape[1], attention.shape[2])
     attn = attention.numpy().astype(np.float64)
     inside = np.stack([mask_patch_fraction(np.any([o.mask for o in s.objects], axis=0), grid)
                        for s in scenes])
@@ -377,10 +380,9 @@ def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int =
     """
     was_training = model.training
     model.eval()
-    preprocess_cfg = getattr(model.visual, "preprocess_cfg", None) or default_preprocess_config(
-        model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size)
+    preprocess_cfg = trace.preprocess_config(model) or default_preprocess_config(trace.image_size(model)[0])
     preprocess = preprocess or build_preprocess(preprocess_cfg)
-    tokenizer = tokenizer or ShapesTokenizer(model.context_length)
+    tokenizer = tokenizer or ShapesTokenizer(trace.context_length(model))
     labels = shapes.prompt_labels()
     with torch.no_grad():
         text_features = model.encode_text(tokenizer(shapes.prompts()).to(_device(model)), normalize=True).cpu()

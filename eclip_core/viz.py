@@ -1,4 +1,5 @@
-"""Figures for explanations: heat-map overlays, comparison grids and token bars.
+"""Figures and tables for explanations: heat-map overlays, comparison grids, token bars, and
+result tables that fit the book's text column.
 
 Figures are built with :class:`matplotlib.figure.Figure` directly, never through
 ``pyplot``: nothing global changes (no backend switch, no open-figure registry), files
@@ -11,15 +12,18 @@ displays as usual.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
 from .errors import InputError
-from .images import load_image
+from .inputs import load_image
+from .shapes import Scene
 
 CMAP = "jet"
 ALPHA = 0.5
@@ -172,3 +176,79 @@ def token_bar(words: Sequence[str], weights, *, title: str | None = None, ax=Non
     if title:
         ax.set_title(title, fontsize=9)
     return fig
+
+
+def scene_grid(scenes: Sequence[Scene], ncols: int = 6, *, show_masks: bool = False,
+               cell_inches: float = 1.6) -> Figure:
+    """Shapes scenes with their captions (and, optionally, their masks outlined)."""
+    nrows = max(1, -(-len(scenes) // ncols))
+    fig = Figure(figsize=(ncols * cell_inches, nrows * cell_inches * 1.15))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, scene in zip(axes.flat, scenes):
+        axis.imshow(scene.image)
+        if show_masks:
+            for obj in scene.objects:
+                axis.contour(obj.mask.astype(float), levels=[0.5], colors="black", linewidths=0.6)
+        axis.set_title(scene.caption.replace(" and ", "\n"), fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def _number(value: object, precision: int) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return "–"
+        if value != 0 and abs(value) < 10 ** -precision:
+            return f"{value:.1e}"
+        return f"{value:.{precision}f}"
+    return str(value)
+
+
+class Table:
+    """A result table: compact HTML in the book (headers wrap, numbers to ``precision``
+    decimals), plain text elsewhere. Build it with :func:`table`."""
+
+    def __init__(self, frame: pd.DataFrame, title: str = "", notes: Sequence[str] = (), precision: int = 3):
+        self.frame, self.title, self.notes, self.precision = frame, title, list(notes), precision
+
+    def _shown(self, breakable: bool = False) -> pd.DataFrame:
+        """Headers with spaces for underscores; in HTML, row names may break after ``_`` and ``:``
+        (a zero-width space), so a long method name wraps instead of widening the table."""
+        shown = self.frame.copy()
+        shown.columns = [str(c).replace("_", " ").replace(":", ": ") for c in shown.columns]
+        shown.index.name = str(shown.index.name).replace("_", " ") if shown.index.name else None
+        if breakable:
+            shown.index = [str(i).replace("_", "_\u200b").replace(":", ":\u200b") for i in shown.index]
+        return shown
+
+    def _repr_html_(self) -> str:
+        uuid = hashlib.sha1((self.title + "|".join(map(str, self.frame.columns))).encode()).hexdigest()[:8]
+        styler = (self._shown(breakable=True).style.format(lambda v: _number(v, self.precision))
+                  .set_uuid(uuid)
+                  .set_table_styles([{"selector": "", "props": "font-size: 0.75em; border-collapse: collapse;"},
+                                     {"selector": "th", "props": "white-space: normal; padding: 2px 6px;"
+                                                               " text-align: right;"},
+                                     {"selector": "td", "props": "padding: 2px 6px; text-align: right;"},
+                                     {"selector": "caption", "props": "caption-side: top; text-align: left;"
+                                                                    " font-weight: bold;"}]))
+        if self.title:
+            styler = styler.set_caption(self.title)
+        notes = "".join(f"<br>{note}" for note in self.notes)
+        return styler.to_html() + (f'<p style="font-size: 0.78em; margin-top: 0">{notes[4:]}</p>' if notes else "")
+
+    def __repr__(self) -> str:
+        text = self._shown().to_string(float_format=lambda v: _number(v, self.precision))
+        return "\n".join(([self.title] if self.title else []) + [text] + [f"  {n}" for n in self.notes])
+
+
+def table(frame: pd.DataFrame, title: str | None = None, notes: Sequence[str] | None = None,
+          precision: int = 3) -> Table:
+    """``frame`` as a :class:`Table`; the title and notes default to ``frame.attrs``."""
+    return Table(frame, frame.attrs.get("title", "") if title is None else title,
+                 frame.attrs.get("notes", []) if notes is None else notes, precision)

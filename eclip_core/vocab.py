@@ -9,7 +9,7 @@ position the end of the caption, exactly as with CLIP's BPE tokenizer.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 

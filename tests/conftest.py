@@ -1,6 +1,10 @@
-"""Shared fixtures: random-init open_clip models with fixed seeds (no weights downloaded)."""
+"""Shared fixtures: random-init open_clip models with fixed seeds (no weights downloaded),
+and the book built once per session (test_book.py and test_browser.py both read it)."""
 
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import open_clip
 import pytest
@@ -61,3 +65,17 @@ def one_head_clip():
         text_cfg=dict(context_length=16, vocab_size=64, width=32, heads=1, layers=1),
     )
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def html(tmp_path_factory):
+    """The book built from the stored notebook outputs into a temporary folder, as
+    ``make render`` builds it; the path of its ``_build/html``."""
+    from tools.book import ROOT
+
+    out = tmp_path_factory.mktemp("book")
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    run = subprocess.run([str(jupyter_book), "build", str(ROOT), "--path-output", str(out),
+                          "--warningiserror", "--keep-going"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return out / "_build" / "html"

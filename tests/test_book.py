@@ -2,23 +2,12 @@
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from eclip_core.book import ROOT, chapter_notebooks
+from tools.book import ROOT, chapter_notebooks
 
-
-@pytest.fixture(scope="module")
-def html(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book")
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    run = subprocess.run([str(jupyter_book), "build", str(ROOT), "--path-output", str(out),
-                          "--warningiserror", "--keep-going"], capture_output=True, text=True)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return out / "_build" / "html"
+# `html`, the book built once per session, is a fixture in conftest.py (test_browser.py uses it too)
 
 
 def test_every_chapter_is_in_the_toc():
@@ -47,11 +36,11 @@ def test_chapter_page_shows_its_figures(html, notebook):
 def test_stored_outputs_were_made_with_another_thread_count():
     """make test re-executes the book at VALIDATION_THREADS: the stored outputs must come
     from another thread count, or the nbval run would not test machine independence."""
-    from eclip_core.book import VALIDATION_THREADS
+    from tools.book import VALIDATION_THREADS
 
     for notebook in chapter_notebooks():
         threads = json.loads(notebook.read_text())["metadata"].get("eclip", {}).get("threads")
-        assert threads is not None, f"{notebook.name}: not executed by `python -m eclip_core.book execute`"
+        assert threads is not None, f"{notebook.name}: not executed by `python -m tools.book execute`"
         assert threads != VALIDATION_THREADS, notebook.name
 
 

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import eclip_core as ec
+from eclip_core.departures import departures_for
 from eclip_core.explainers.eclip import attention_eclip, grad_eclip, text_eclip
 
 
@@ -19,8 +20,8 @@ def _targets(k, dim=512, dtype=torch.float64, seed=3):
 @pytest.mark.parametrize("k", [3, 20], ids=["reverse-mode", "forward-mode"])
 def test_image_routes_agree_in_float64(vit_b16_f64, images_224, mode, loosened, k):
     x, t = images_224[:1].double(), _targets(k)
-    g, sg = grad_eclip(vit_b16_f64, x, t, mode=mode, loosened=loosened)
-    a, sa = attention_eclip(vit_b16_f64, x, t, mode=mode, loosened=loosened)
+    g, sg = grad_eclip(vit_b16_f64, x, t, departures=departures_for(mode), loosened=loosened)
+    a, sa = attention_eclip(vit_b16_f64, x, t, departures=departures_for(mode), loosened=loosened)
     rel = ((g - a).abs().max() / g.abs().max()).item()
     print(f"image {mode} loosened={loosened}: max|G-A|/max|G| = {rel:.2e}")
     assert g.shape == (1, k, 14, 14)
@@ -34,8 +35,10 @@ def test_image_routes_agree_in_float64(vit_b16_f64, images_224, mode, loosened, 
 def test_text_routes_agree_in_float64(vit_b16_f64, tokenizer_b16, mode, loosened):
     tokens = tokenizer_b16(["a dog on a mat", "two cats and a red car"])
     t = _targets(3)
-    g, _, mask = text_eclip(vit_b16_f64, tokens, t, route="grad", mode=mode, loosened=loosened, n_blocks=4)
-    a, _, _ = text_eclip(vit_b16_f64, tokens, t, route="attention", mode=mode, loosened=loosened, n_blocks=4)
+    g, _, mask = text_eclip(vit_b16_f64, tokens, t, route="grad", departures=departures_for(mode),
+                            loosened=loosened, n_blocks=4)
+    a, _, _ = text_eclip(vit_b16_f64, tokens, t, route="attention", departures=departures_for(mode),
+                         loosened=loosened, n_blocks=4)
     rel = ((g - a).abs().max() / g.abs().max()).item()
     print(f"text {mode} loosened={loosened}: max|G-A|/max|G| = {rel:.2e}")
     assert rel <= 1e-10
@@ -93,8 +96,8 @@ def test_reference_score_differs_on_vit_b16(vit_b16, images_224):
 
 def test_reference_equals_original_for_one_head_model_at_native_size(one_head_clip):
     model = one_head_clip
-    image = Image.fromarray((torch.rand(224, 224, 3, generator=torch.Generator().manual_seed(0))
-                             .mul(255).byte().numpy()))
+    image = Image.fromarray(torch.rand(224, 224, 3, generator=torch.Generator().manual_seed(0))
+                             .mul(255).byte().numpy())
     from open_clip import image_transform
 
     preprocess = image_transform(224, is_train=False)
@@ -127,8 +130,8 @@ def test_raw_qk_option_changes_the_loosened_term(vit_b16, images_224):
 
 def test_grad_eclip_matches_direct_autograd_of_the_cosine(vit_b16, images_224):
     """Independent of the batched machinery: autograd of F.cosine_similarity, one target."""
-    from eclip_core.explainers.base import minmax
     from eclip_core.explainers.eclip import loosened_attention
+    from eclip_core.maps import minmax
     from eclip_core.trace import merge_heads, trace_vision
 
     t = _targets(1, dtype=torch.float32)
@@ -136,9 +139,8 @@ def test_grad_eclip_matches_direct_autograd_of_the_cosine(vit_b16, images_224):
     last = tr.blocks[-1]
     score = F.cosine_similarity(tr.embedding, t)[0]
     w = torch.autograd.grad(score, last.attn_out)[0][:, 0]  # (1, D)
-    block = vit_b16.visual.transformer.resblocks[-1]
     with torch.no_grad():
-        lam = minmax(loosened_attention(block, merge_heads(last.q)[:, 0], merge_heads(last.k)[:, 1:]))
+        lam = minmax(loosened_attention(vit_b16, merge_heads(last.q)[:, 0], merge_heads(last.k)[:, 1:]))
         expected = (lam * (merge_heads(last.v)[:, 1:] @ w[0])).clamp_min(0).reshape(14, 14)
     got = ec.explain(vit_b16, images_224[:1], t, method="grad_eclip").maps[0, 0]
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)

@@ -8,8 +8,16 @@ import pytest
 import torch
 
 from eclip_core import shapes
-from eclip_core.embedded import (CHECKSUM_FILE, CONFIG_FILE, EMBEDDED_DIR, EMBEDDED_NAME, METRICS_FILE,
-                                 WEIGHTS_FILE, ModelLoadError, load_embedded)
+from eclip_core.embedded import (
+    CHECKSUM_FILE,
+    CONFIG_FILE,
+    EMBEDDED_DIR,
+    EMBEDDED_NAME,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    ModelLoadError,
+    load_embedded,
+)
 from eclip_core.train import evaluate_embedded, last_block_cls_attention
 from eclip_core.vocab import ShapesTokenizer
 

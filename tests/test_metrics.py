@@ -15,6 +15,7 @@ from torchvision.transforms import Compose, Normalize
 import eclip_core as ec
 from eclip_core import metrics as M
 from eclip_core import shapes
+from eclip_core.evaluation import evaluate
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 PREPROCESS = Compose([Normalize(MEAN, STD)])  # only its Normalize step is read
@@ -250,21 +251,22 @@ def test_evaluate_on_embedded_model(embedded, tmp_path):
     scenes = shapes.eval_set(4)
     methods = list(ec.METHODS) + ["grad_eclip:reference"]
     texts = shapes.prompts()[:10]  # holds the 4 scenes' prompts; fewer targets keep the test fast
-    table = M.evaluate(embedded, scenes, methods, texts=texts, steps=8, rise_masks=40, progress=False)
-    assert [r["method"] for r in table.rows] == methods
-    for row in table.rows:
+    result = evaluate(embedded, scenes, methods, texts=texts, steps=8, rise_masks=40)
+    table = result.table()
+    assert list(table.index) == methods
+    for _, row in table.iterrows():
         assert row["n"] == 4
         for key in ("deletion_auc", "insertion_auc", "deletion_acc_auc", "insertion_acc_auc",
                     "pointing_game", "energy_in_mask", "ms_per_image", "cost_ratio"):
-            assert math.isfinite(row[key]), (row["method"], key)
+            assert math.isfinite(row[key]), (row.name, key)
         assert 0 <= row["pointing_game"] <= 1 and 0 <= row["energy_in_mask"] <= 1
         assert -1 <= row["deletion_auc"] <= 1 and row["cost_ratio"] > 0
-    text = str(table)
-    assert all(m in text for m in methods) and "lower is better" in text
+    assert any("lower is better" in note for note in result.notes)
     table.to_csv(tmp_path / "t.csv")
     assert (tmp_path / "t.csv").read_text().count("\n") == len(methods) + 1
-    loaded = json.loads(table.to_json(tmp_path / "t.json").read_text())
-    assert [r["method"] for r in loaded["rows"]] == methods
+    table.reset_index().to_json(tmp_path / "t.json", orient="records")
+    assert [r["method"] for r in json.loads((tmp_path / "t.json").read_text())] == methods
+    assert len(result.per_image) == 4 * len(methods)
 
     # the table's numbers are the metric functions' numbers on the same maps
     model, preprocess, _ = embedded
@@ -275,16 +277,16 @@ def test_evaluate_on_embedded_model(embedded, tmp_path):
     aucs = [M.deletion_curve(embedded, x[i], e.maps[i, idx[i]], prompts, idx[i], steps=8).auc_score
             for i in range(4)]
     hits = [M.pointing_game(e.maps[i, idx[i]], scenes[i].objects[0].mask) for i in range(4)]
-    row = table.row("attention_eclip")
+    row = table.loc["attention_eclip"]
     assert row["deletion_auc"] == pytest.approx(np.mean(aucs), abs=1e-6)
     assert row["pointing_game"] == pytest.approx(np.mean(hits))
 
 
 def test_evaluate_published_protocol(embedded):
     scenes = shapes.eval_set(3)
-    table = M.evaluate(embedded, scenes, ["attention", "gradcam"], texts=shapes.prompts()[:10],
-                       protocol="published", progress=False)
-    assert table.meta["protocol"] == "published" and "protocol=published" in str(table)
-    for row in table.rows:
+    result = evaluate(embedded, scenes, ["attention", "gradcam"], texts=shapes.prompts()[:10],
+                      protocol="published")
+    assert any("protocol=published" in note for note in result.notes)
+    for _, row in result.table().iterrows():
         assert math.isfinite(row["deletion_auc"]) and math.isfinite(row["insertion_auc"])
         assert abs(row["deletion_auc"]) <= 0.5 + 1e-9  # scored up to half of the image only

@@ -17,7 +17,6 @@ from eclip_core.embedded import build_model, build_preprocess
 from eclip_core.train import default_model_config, default_preprocess_config
 from eclip_core.vocab import ShapesTokenizer
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -59,7 +58,7 @@ def test_p1_departures_on_a_one_head_model(one_head_clip):
     images = [noise_image(320, 192, 1), noise_image(320, 192, 2)]
     targets = F.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
     table = P.p1_departures(bundle, images, targets, labels=[0, 1])
-    rows = {r["variant"]: r for r in table.rows}
+    rows = {name: row for name, row in table.iterrows()}
     assert rows["original"]["max_drift"] == 0.0 and rows["original"]["p1_passed"]
     assert rows["one_head"]["max_drift"] <= 1e-5 and rows["one_head"]["p1_passed"]
     assert rows["keep_size"]["grid"] == "6x10" and rows["keep_size"]["max_drift"] > 1e-4
@@ -96,7 +95,7 @@ def test_p2_table_splits_by_correctness(shapes_bundle):
     idx = [prompts.index(f"a {s.objects[0].phrase}") for s in scenes]
     right = original.argmax(-1).numpy() == np.array(idx)
     hits = np.array([M.pointing_game(e.maps[i, idx[i]], s.objects[0].mask) for i, s in enumerate(scenes)])
-    row = table.row("attention_eclip")
+    row = table.loc["attention_eclip"]
     assert row["n_right"] == right.sum() and row["n_wrong"] == (~right).sum()
     for key, which in (("pointing_right", right), ("pointing_wrong", ~right)):
         expected = hits[which].mean() if which.any() else float("nan")
@@ -105,7 +104,7 @@ def test_p2_table_splits_by_correctness(shapes_bundle):
         pr, pw = hits[right].mean(), hits[~right].mean()
         se = np.sqrt(pr * (1 - pr) / right.sum() + pw * (1 - pw) / (~right).sum())
         assert row["gap_se"] == pytest.approx(se)
-    assert table.meta["accuracy"] == pytest.approx(right.mean())
+    assert table.attrs["accuracy"] == pytest.approx(right.mean())
     assert "pointing_gap" in table.columns and "deletion_wrong" in table.columns
 
 
@@ -114,14 +113,14 @@ def test_p2_randomisation_table(shapes_bundle):
     texts = shapes.prompts()[:6]
     table = P.p2_randomisation(shapes_bundle, ["attention_eclip", "rise"], [s.image for s in scenes],
                                texts, rise_masks=30)
-    assert [r["method"] for r in table.rows] == ["attention_eclip", "rise", "(zero-shot agreement)"]
+    assert list(table.index) == ["attention_eclip", "rise", "(zero-shot agreement)"]
     depth = len(shapes_bundle[0].visual.transformer.resblocks)
     steps = [c for c in table.columns if c.startswith("s")]
     assert len(steps) == depth + 3 and steps[0] == "s0:trained" and steps[1] == "s1:proj+ln_post"
-    for row in table.rows:
+    for _, row in table.iterrows():
         assert row["s0:trained"] == pytest.approx(1.0)
         assert all(math.isfinite(row[c]) for c in steps)
-    assert table.row("attention_eclip")["s1:proj+ln_post"] < 0.9
+    assert table.loc["attention_eclip", "s1:proj+ln_post"] < 0.9
 
 
 def test_p1_with_strings_on_the_shapes_model(shapes_bundle):

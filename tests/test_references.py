@@ -11,14 +11,13 @@ cannot pass either.
 
 import open_clip
 import pytest
+import reference_impl as ref
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 import eclip_core as ec
 from eclip_core.explainers.rise import rise_masks
-
-import reference_impl as ref
 
 EMBED = 32
 GRID = (4, 6)
@@ -171,7 +170,7 @@ def test_keep_size_tensor_rounds_each_side_to_the_nearest_patch_multiple():
     1000x700: the short side first shrunk to 640 (914x640), then 914/16 = 57.1 -> 57."""
     from open_clip import image_transform
 
-    from eclip_core.images import keep_size_tensor
+    from eclip_core.inputs import keep_size_tensor
 
     preprocess = image_transform(224, is_train=False)
     rng = torch.Generator().manual_seed(5)

@@ -16,8 +16,10 @@ import torch
 from PIL import Image
 
 import eclip_core as ec
-from eclip_core import embedded, images, viz
-from eclip_core.explainers import METHODS, tokenize
+from eclip_core import embedded, viz
+from eclip_core import inputs as images
+from eclip_core.explainers import METHODS
+from eclip_core.inputs import tokenize
 from eclip_core.vocab import ShapesTokenizer
 
 TEXT = ["a red circle"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from eclip_core import shapes
+from eclip_core import shapes, viz
 from eclip_core.vocab import ShapesTokenizer
 
 PHRASE = rf"a ({'|'.join(shapes.COLOURS)}) ({'|'.join(shapes.SHAPES)})"
@@ -116,11 +116,8 @@ def test_restricted_pools_are_respected():
         assert {s for _, s in scene.labels} <= {"star", "cross"}
 
 
-def test_sample_grid_draws_a_figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    figure = shapes.sample_grid(shapes.eval_set(7, (1, 2)), ncols=4, show_masks=True)
+def test_scene_grid_draws_a_figure():
+    figure = viz.scene_grid(shapes.eval_set(7, (1, 2)), ncols=4, show_masks=True)
     assert len(figure.axes) == 8
     assert figure.axes[0].get_title()
 

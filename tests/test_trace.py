@@ -2,6 +2,7 @@
 
 import torch
 
+import eclip_core as ec
 from eclip_core import trace_text, trace_vision
 
 
@@ -53,7 +54,7 @@ def test_gradients_flow_through_recorded_attention(vit_b16, images_224):
 def test_one_head_recompute_is_another_function(vit_b16, images_224):
     with torch.no_grad():
         own = trace_vision(vit_b16, images_224).embedding
-        one_head = trace_vision(vit_b16, images_224, last_block_heads=1).embedding
+        one_head = trace_vision(vit_b16, images_224, ec.Departures(heads=1)).embedding
     assert (own - one_head).abs().max() > 1e-3
 
 

@@ -7,9 +7,19 @@ import torch
 
 from eclip_core import shapes
 from eclip_core.embedded import build_preprocess, load_embedded
-from eclip_core.train import (ShapesBatches, TrainConfig, contains_matrix, contrastive_loss,
-                              default_preprocess_config, images_to_tensor, learning_rate, main,
-                              multi_object_outcomes, same_caption_matrix, train)
+from eclip_core.train import (
+    ShapesBatches,
+    TrainConfig,
+    contains_matrix,
+    contrastive_loss,
+    default_preprocess_config,
+    images_to_tensor,
+    learning_rate,
+    main,
+    multi_object_outcomes,
+    same_caption_matrix,
+    train,
+)
 
 
 def tiny_config(**overrides) -> TrainConfig:

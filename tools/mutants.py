@@ -325,9 +325,10 @@ def warm_imports(repo: Path) -> None:
             pass
     sys.path.insert(0, str(repo))
     try:
+        import open_clip  # noqa: F401
+
         import eclip_core  # noqa: F401
         import eclip_core.explainers  # noqa: F401
-        import open_clip  # noqa: F401
     finally:
         sys.path.remove(str(repo))
         for name in [n for n in sys.modules if n == "eclip_core" or n.startswith("eclip_core.")]:

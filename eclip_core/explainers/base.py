@@ -1,34 +1,43 @@
-"""What every explainer shares: the result type, targets, scores and batched gradients."""
+"""What every explainer shares: the result type, scores and batched gradients."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 
-from ..errors import EclipError, InputError
+from .. import maps as maps_
+from ..departures import FAITHFUL, Departures
+from ..errors import EclipError
 
 
-@dataclass
+@dataclass(frozen=True)
 class Explanation:
     """Maps for B inputs and K targets, with the scores that were explained.
 
     ``maps``: (B, K, grid_h, grid_w) for the image branch, (B, K, tokens) for the text
     branch. ``scores``: (B, K) cosine similarities of the forward pass the explainer
-    used. ``scores_original``: (B, K) the original model's cosine on the model's own
-    pipeline, where the explainer used another forward pass (reference mode).
+    used. ``departures``: how that forward pass departs from the deployed model's
+    (:data:`~eclip_core.departures.FAITHFUL`: not at all). ``scores_original``: (B, K)
+    the original model's cosine on the model's own pipeline, where the explainer used
+    another forward pass.
     """
 
     maps: torch.Tensor
     scores: torch.Tensor
     method: str
     mode: str = "faithful"
+    departures: Departures = FAITHFUL
     branch: str = "image"
     scores_original: torch.Tensor | None = None
     input_size: tuple[int, int] | None = None
     token_mask: torch.Tensor | None = None  # (B, tokens) positions explained (text branch)
-    extras: dict = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def drift(self) -> torch.Tensor | None:
@@ -42,10 +51,9 @@ class Explanation:
         if self.branch != "image":
             raise EclipError("only image maps can be upsampled")
         size = size or self.input_size
-        b, k = self.maps.shape[:2]
-        up = F.interpolate(self.maps.flatten(0, 1)[:, None].float(), size=size, mode="bilinear",
-                           align_corners=False)
-        return up.reshape(b, k, *size)
+        if size is None:
+            raise EclipError("this explanation does not know its input size: pass size=(H, W)")
+        return maps_.upsample(self.maps, size)
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +79,7 @@ def cosine_cotangents(embedding: torch.Tensor, targets: torch.Tensor) -> torch.T
     return grad.transpose(0, 1)
 
 
-def pullback(fn, leaf: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
+def pullback(fn: Callable[[torch.Tensor], torch.Tensor], leaf: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
     """Vector-Jacobian products of ``fn`` at ``leaf`` for K cotangents at once.
 
     ``fn`` maps ``leaf`` (B, ...) to (B, E); ``cotangents`` is (K, B, E); returns
@@ -90,33 +98,18 @@ def pullback(fn, leaf: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
     return torch.einsum("kbe,eb...->kb...", cotangents, jac)
 
 
-def pushforward(fn, leaf: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
+def pushforward(fn: Callable[[torch.Tensor], torch.Tensor], leaf: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
     """Jacobian-vector products of ``fn`` at ``leaf`` for N tangents at once (forward mode).
 
     ``fn`` maps ``leaf`` (B, ...) to (B, E) and must broadcast over one extra leading
     dimension; ``tangents`` is (N, B, ...); returns (N, B, E). The cost grows with N
     (e.g. the patches), not with the number of targets.
     """
-    import warnings
-
-    import torch.autograd.forward_ad as fwAD
-
     with warnings.catch_warnings():  # torch's first forward-AD call warns about its own jit use
         warnings.simplefilter("ignore", FutureWarning)
-        return _pushforward(fwAD, fn, leaf, tangents)
-
-
-def _pushforward(fwAD, fn, leaf, tangents):
-    with torch.no_grad(), fwAD.dual_level():
-        dual = fwAD.make_dual(leaf.detach().expand_as(tangents).contiguous(), tangents)
-        return fwAD.unpack_dual(fn(dual)).tangent
-
-
-def minmax(x: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
-    """Rescale to [0, 1] along ``dim``; a constant row becomes all ones."""
-    lo = x.amin(dim=dim, keepdim=True)
-    span = x.amax(dim=dim, keepdim=True) - lo
-    return torch.where(span > eps, (x - lo) / span.clamp_min(eps), torch.ones_like(x))
+        with torch.no_grad(), fwAD.dual_level():
+            dual = fwAD.make_dual(leaf.detach().expand_as(tangents).contiguous(), tangents)
+            return fwAD.unpack_dual(fn(dual)).tangent
 
 
 def check_finite(values: torch.Tensor, method: str, what: str = "map") -> torch.Tensor:
@@ -125,14 +118,3 @@ def check_finite(values: torch.Tensor, method: str, what: str = "map") -> torch.
         raise EclipError(f"{method} produced NaN or Inf values in its {what}: refusing to return "
                          f"them (check the model's weights and the input)")
     return values
-
-
-def check_targets(targets: torch.Tensor, embed_dim: int) -> torch.Tensor:
-    """(K, E) unit-norm targets, or a clear error."""
-    if targets.ndim != 2 or targets.shape[1] != embed_dim:
-        raise InputError(f"target embeddings must be (K, {embed_dim}), got {tuple(targets.shape)}")
-    if targets.shape[0] == 0:
-        raise InputError("no targets to explain (K = 0)")
-    if not torch.isfinite(targets).all() or (targets.norm(dim=-1) == 0).any():
-        raise InputError("target embeddings contain NaN/Inf or a zero vector")
-    return unit(targets if targets.is_floating_point() else targets.float())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..departures import FAITHFUL, Departures
+from ..maps import to_grid
 from ..trace import trace_vision
 from .base import cosine_cotangents, cosine_scores
 
@@ -11,18 +13,19 @@ from .base import cosine_cotangents, cosine_scores
 TARGET_CHUNK = 16
 
 
-def gae(model, images, targets, *, last_block_only: bool = False, logit_scale: float = 1.0):
+def gae(model, images: torch.Tensor, targets: torch.Tensor, *, departures: Departures = FAITHFUL,
+        last_block_only: bool = False, logit_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """R <- R + mean_h ReLU(dS/dA^h * A^h) R from R = I over all blocks; map = CLS row.
 
     ``last_block_only=True`` is the published Grad-ECLIP code's GAE baseline (no rollout
     over blocks); ``logit_scale=100`` explains 100 * cos, the logit, as that code does.
     """
     with torch.enable_grad():
-        tr = trace_vision(model, images)
+        tr = trace_vision(model, images, departures)
         blocks = tr.blocks[-1:] if last_block_only else tr.blocks
         attns = [b.attn for b in blocks]
         cot = cosine_cotangents(tr.embedding, targets) * logit_scale  # (K, B, E)
-        grads = [[] for _ in blocks]
+        grads: list[list[torch.Tensor]] = [[] for _ in blocks]
         for start in range(0, len(targets), TARGET_CHUNK):
             chunk = torch.autograd.grad(tr.embedding, attns, cot[start:start + TARGET_CHUNK],
                                         retain_graph=True, is_grads_batched=True)
@@ -33,5 +36,6 @@ def gae(model, images, targets, *, last_block_only: bool = False, logit_scale: f
     for attn, grad in zip(attns, grads):
         cam = (torch.cat(grad) * attn.detach()).clamp_min(0).mean(2)  # (K, B, T, T)
         relevance = relevance + cam @ relevance
-    maps = relevance[:, :, 0, 1:].transpose(0, 1).reshape(b, len(targets), *tr.grid)
+    assert tr.grid is not None
+    maps = to_grid(relevance[:, :, 0, 1:].transpose(0, 1), tr.grid)
     return maps, cosine_scores(tr.embedding.detach(), targets)

@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import torch
 
-from ..trace import attention_probs, merge_heads, qkv, trace_vision, vision_readout, vision_tower
+from .. import trace
+from ..departures import FAITHFUL, Departures
+from ..maps import to_grid
 from .base import cosine_cotangents, cosine_scores, pullback
 
 
-def gradcam(model, images, targets):
+def gradcam(model, images: torch.Tensor, targets: torch.Tensor, *,
+            departures: Departures = FAITHFUL) -> tuple[torch.Tensor, torch.Tensor]:
     """ReLU(sum_c mean_tokens(dS/dx)_c * x_{i,c}) over the last block's input tokens x."""
-    visual = vision_tower(model)
-    block = visual.transformer.resblocks[-1]
     with torch.no_grad():
-        tr = trace_vision(model, images, record="last")
+        tr = trace.trace_vision(model, images, departures, record="last")
     x = tr.blocks[-1].x_in
-    heads = block.attn.num_heads
-
-    def embedding_from_tokens(tokens):  # only the CLS path of the last block
-        q, k, v = qkv(block, tokens, heads)
-        cls_out = merge_heads(attention_probs(q[:, :, :1], k) @ v)[:, 0]
-        return vision_readout(visual, block, tokens[:, 0], cls_out)
-
-    grad = pullback(embedding_from_tokens, x, cosine_cotangents(tr.embedding, targets))  # (K,B,T,D)
+    grad = pullback(lambda tokens: trace.cls_embedding_from_tokens(model, tokens, departures), x,
+                    cosine_cotangents(tr.embedding, targets))  # (K, B, T, D)
     weights = grad.mean(2)  # (K, B, D)
     maps = torch.einsum("kbd,btd->bkt", weights, x[:, 1:]).clamp_min(0)
-    return maps.reshape(*maps.shape[:2], *tr.grid), cosine_scores(tr.embedding, targets)
+    assert tr.grid is not None
+    return to_grid(maps, tr.grid), cosine_scores(tr.embedding, targets)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..trace import vision_tower
+from .. import trace
+from ..departures import FAITHFUL, Departures
 from .base import cosine_scores, unit
 
 
-def rise_masks(n: int, size: tuple[int, int], cells: int, keep: float, generator) -> torch.Tensor:
+def rise_masks(n: int, size: tuple[int, int], cells: int, keep: float,
+               generator: torch.Generator) -> torch.Tensor:
     """(n, 1, H, W) smooth masks: a random binary cells x cells grid, upsampled, randomly shifted."""
     h, w = size
     cell_h, cell_w = -(-h // cells), -(-w // cells)
@@ -22,34 +26,44 @@ def rise_masks(n: int, size: tuple[int, int], cells: int, keep: float, generator
     return torch.stack([up[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
-def rise_saliency(score_fn, image: torch.Tensor, masks: torch.Tensor, keep: float,
-                  batch_size: int = 100) -> torch.Tensor:
+def rise_saliency(score_fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
+                  masks: torch.Tensor, keep: float, batch_size: int = 100) -> torch.Tensor:
     """(K, H, W) = sum_n score_fn(image * M_n) M_n / (n * keep); ``score_fn``: (n,3,H,W) -> (n, K)."""
-    total = 0
+    total: torch.Tensor | None = None
     for start in range(0, len(masks), batch_size):
         m = masks[start:start + batch_size]
-        total = total + torch.einsum("nk,nhw->khw", score_fn(image[None] * m), m[:, 0])
+        part = torch.einsum("nk,nhw->khw", score_fn(image[None] * m), m[:, 0])
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("RISE needs at least one mask")
     return total / (len(masks) * keep)
 
 
-def rise(model, images, targets, *, n_masks: int = 500, cells: int = 8, keep: float = 0.5,
-         batch_size: int = 100, seed: int = 0, progress: bool = False):
+def rise(model, images: torch.Tensor, targets: torch.Tensor, *, departures: Departures = FAITHFUL,
+         n_masks: int = 500, cells: int = 8, keep: float = 0.5, batch_size: int = 100, seed: int = 0,
+         progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """RISE saliency for every target from the same masked passes, pooled to the patch grid.
 
     Masks multiply the normalised input, so a masked pixel takes the dataset mean colour.
     """
-    visual = vision_tower(model)
+    trace.check_images(model, images, departures)
     generator = torch.Generator().manual_seed(seed)
-    masks = rise_masks(n_masks, tuple(images.shape[-2:]), cells, keep, generator).to(images)
-    grid = tuple(s // p for s, p in zip(images.shape[-2:], visual.patch_size))
+    masks = rise_masks(n_masks, (images.shape[-2], images.shape[-1]), cells, keep, generator).to(images)
+    patch = trace.patch_size(model)
+    grid = (images.shape[-2] // patch[0], images.shape[-1] // patch[1])
     t = targets.to(images.dtype)
 
-    def score(batch):
-        return unit(model.encode_image(batch)) @ t.T
+    def embed(batch: torch.Tensor) -> torch.Tensor:
+        if departures.any:
+            return trace.trace_vision(model, batch, departures, record="last").embedding
+        return model.encode_image(batch)
+
+    def score(batch: torch.Tensor) -> torch.Tensor:
+        return unit(embed(batch)) @ t.T
 
     with torch.no_grad():
         saliency = [rise_saliency(score, image, masks, keep, batch_size)
                     for image in tqdm(images, desc="RISE", disable=not progress, leave=False)]
         maps = F.adaptive_avg_pool2d(torch.stack(saliency), grid)
-        scores = cosine_scores(model.encode_image(images), targets)
+        scores = cosine_scores(embed(images), targets)
     return maps, scores

@@ -1,6 +1,7 @@
 """Execute the book's chapter notebooks with papermill, in place, timing each.
 
-``python -m eclip_core.book execute [NOTEBOOK ...] [-p NAME VALUE ...]``: with no
+``python -m tools.book execute [NOTEBOOK ...] [-p NAME VALUE ...]`` (from the repository
+root; ``make book`` runs it): with no
 parameters the notebooks run on the embedded default model and their stored outputs
 are refreshed (``make test`` validates them with nbval); with parameters, write the
 executed copies elsewhere with ``--out DIR`` so the stored outputs stay those of the
@@ -23,7 +24,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 #: Threads of the kernels that nbval runs in ``make test`` (notebooks/conftest.py).
 VALIDATION_THREADS = 1
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -84,7 +85,7 @@ def execute(notebooks: list[Path], parameters: dict, out: Path | None) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eclip_core.book")
+    parser = argparse.ArgumentParser(prog="python -m tools.book")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("execute", help="execute chapter notebooks with papermill")
     run.add_argument("notebooks", nargs="*", type=Path, help="default: every chapter in _toc.yml")

@@ -1,0 +1,289 @@
+"""One evaluation loop: explain every item's target, then score the map with the metrics.
+
+Used by the command line, the principles and the book. Items are images with the text
+to explain, and where known the target's ground-truth mask and the texts that count as
+a right zero-shot answer: :func:`scene_items` makes them from the shapes world,
+:func:`folder_items` from a folder of photographs and a labels file. Results are pandas
+DataFrames: :attr:`Evaluation.per_image` (one row per method and item) and
+:meth:`Evaluation.table` (one row per method, the metrics' means).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import shapes
+from .errors import InputError, one_line
+from .explainers import METHODS, Spec, all_specs, explain, parse_spec
+from .inputs import load_image, model_dtype_device, native_batch, text_targets, unpack
+from .metrics import (
+    DEFAULT_STEPS,
+    DELETION_DIRECTION,
+    INSERTION_DIRECTION,
+    energy_in_mask,
+    perturbation_curves,
+    pointing_game,
+)
+from .timing import median_seconds
+
+
+@dataclass(frozen=True)
+class Item:
+    """An image to evaluate on: the text to explain, its mask where known, the right answers.
+
+    ``mask``: (H, W) booleans over the image as the model sees it (shapes scenes: the
+    target object); ``answers``: the texts whose zero-shot top-1 counts as right
+    (default: the target alone); ``name``: for reports.
+    """
+
+    image: Any
+    target: str
+    mask: np.ndarray | None = None
+    answers: frozenset[str] = frozenset()
+    name: str = ""
+
+    @property
+    def right_answers(self) -> frozenset[str]:
+        return self.answers or frozenset({self.target})
+
+
+def scene_items(scenes: Sequence[shapes.Scene]) -> list[Item]:
+    """Shapes scenes as items: the target is the first object's prompt ("a red circle"), its
+    mask the ground truth, and any object's prompt a right answer."""
+    return [Item(s.image, f"a {s.objects[0].phrase}", s.objects[0].mask,
+                 frozenset(f"a {o.phrase}" for o in s.objects), f"scene {i}")
+            for i, s in enumerate(scenes)]
+
+
+def folder_items(images_dir: Path, labels: Path) -> list[Item]:
+    """``filename,label text`` rows (a header row and ``#`` comments allowed) -> items.
+
+    Each image is read once, here; it has no mask, so no localisation metric.
+    """
+    images_dir, labels = Path(images_dir), Path(labels)
+    if not images_dir.is_dir():
+        raise InputError(f"--images {str(images_dir)!r} is not a directory")
+    if not labels.is_file():
+        raise InputError(f"labels file {str(labels)!r}: no such file")
+    try:
+        lines = labels.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read labels file {str(labels)!r}: {one_line(err)}") from None
+    items = []
+    for number, row in enumerate(csv.reader(lines), start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        if number == 1 and row[0].strip().lower() in ("filename", "file", "image", "path"):
+            continue
+        if len(row) < 2 or not ",".join(row[1:]).strip():
+            raise InputError(f"{labels.name} line {number}: expected 'filename,label text', "
+                             f"got {','.join(row)!r}")
+        name, text = row[0].strip(), ",".join(row[1:]).strip()
+        path = images_dir / name
+        if not path.is_file():
+            raise InputError(f"{labels.name} line {number}: no image {name!r} in {str(images_dir)!r}")
+        items.append(Item(load_image(path), text, name=name))
+    if not items:
+        raise InputError(f"labels file {str(labels)!r} lists no images")
+    return items
+
+
+def method_options(spec: str | Spec, *, rise_masks: int = 500, seed: int = 0) -> dict[str, Any]:
+    """What an evaluation sets for a method, among the options it declares: RISE's mask
+    count and the seed of anything random."""
+    wanted = {"n_masks": rise_masks, "seed": seed}
+    declared = METHODS[parse_spec(spec).name].options
+    return {name: value for name, value in wanted.items() if name in declared}
+
+
+def zero_shot_predictions(bundle, images, texts: Sequence[str] | torch.Tensor) -> torch.Tensor:
+    """(B,) index of the original model's top-1 text for each image, on its own pipeline."""
+    model, preprocess, tokenizer = unpack(bundle)
+    if isinstance(images, torch.Tensor):
+        x = images
+    else:
+        if preprocess is None:
+            raise InputError("PIL images need the model's preprocess")
+        dtype, device = model_dtype_device(model)
+        x = native_batch(images, preprocess).to(device, dtype)
+    with torch.no_grad():
+        embeddings = F.normalize(model.encode_image(x), dim=-1)
+    return (embeddings @ text_targets(model, tokenizer, texts).T).argmax(-1)
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` measured.
+
+    ``per_image``: one row per method and item (``method``, ``item``, ``target``,
+    ``predicted``, ``right``, the metrics' columns); ``curves``: per method, the
+    fractions perturbed and every item's deletion (and insertion) scores;
+    ``seconds``: the ``explain`` time per method; ``forward_seconds``: one forward pass
+    of the same items, measured in the same run.
+    """
+
+    per_image: pd.DataFrame
+    curves: dict[str, dict[str, np.ndarray]]
+    seconds: dict[str, float]
+    forward_seconds: float
+    texts: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    METRIC_COLUMNS = ("deletion_auc", "insertion_auc", "deletion_acc_auc", "insertion_acc_auc",
+                      "pointing_game", "energy_in_mask")
+
+    def table(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per method (in evaluation order): the metrics' means, the cost."""
+        metrics = [c for c in (columns or self.METRIC_COLUMNS) if c in self.per_image]
+        order = list(dict.fromkeys(self.per_image["method"]))
+        means = self.per_image.groupby("method", sort=False)[metrics].mean().reindex(order)
+        n = self.per_image.groupby("method", sort=False).size().reindex(order)
+        table = means.assign(n=n)[["n", *metrics]]
+        if self.seconds and columns is None:
+            seconds = pd.Series(self.seconds).reindex(order)
+            table["ms_per_image"] = 1000 * seconds / n
+            table["cost_ratio"] = seconds / self.forward_seconds
+        table.index.name = "method"
+        table.attrs["notes"] = self.notes
+        return table
+
+    def mean_curves(self, spec: str) -> dict[str, np.ndarray]:
+        """Mean deletion (and insertion) score at each fraction, for plotting."""
+        curves = self.curves[spec]
+        return {k: (v if k == "fractions" else v.mean(0)) for k, v in curves.items()}
+
+
+def _forward_seconds(model, images: torch.Tensor, batch_size: int) -> float:
+    """Median time of one ``encode_image`` per batch, summed over the batches."""
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            total += median_seconds(functools.partial(model.encode_image, images[start:start + batch_size]))
+    return total
+
+
+def _batches(items: Sequence[Item], batch_size: int, keep_size: bool) -> list[tuple[int, int]]:
+    """Consecutive index ranges; with the keep-size input only images of one size share a batch."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    while start < len(items):
+        stop = min(len(items), start + batch_size)
+        if keep_size:
+            size = items[start].image.size
+            stop = next((i for i in range(start + 1, stop) if items[i].image.size != size), stop)
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+def _target_maps(bundle, spec: Spec, items: Sequence[Item], images: torch.Tensor, targets: torch.Tensor,
+                 target_idx: list[int], options: dict[str, Any], batch_size: int,
+                 timing: bool, progress: bool) -> tuple[list[torch.Tensor], float]:
+    """Each item's map of its own target, explaining per batch only the targets it needs."""
+    keep_size = METHODS[spec.name].check(spec.mode, options).keep_size
+    if timing:  # untimed warm-up: one-time costs are not the method's cost per image
+        explain(bundle, [items[0].image] if keep_size else images[:1], targets[:1], spec.name,
+                spec.mode, **options)
+    maps: list[torch.Tensor] = []
+    seconds = 0.0
+    for start, stop in tqdm(_batches(items, batch_size, keep_size), desc=f"{spec} maps",
+                            disable=not progress, leave=False):
+        x = [it.image for it in items[start:stop]] if keep_size else images[start:stop]
+        wanted = sorted(set(target_idx[start:stop]))
+        began = time.perf_counter()
+        e = explain(bundle, x, targets[wanted], spec.name, spec.mode, **options)
+        seconds += time.perf_counter() - began
+        batch = e.maps.detach().cpu()
+        maps += [batch[i, wanted.index(target_idx[start + i])] for i in range(stop - start)]
+    return maps, seconds
+
+
+def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str] | None = None,
+             *, texts: Sequence[str] | None = None, options: dict[str, dict[str, Any]] | None = None,
+             steps: int = DEFAULT_STEPS, protocol: str = "ours", baseline: str | None = None,
+             seed: int = 0, rise_masks: int = 500, batch_size: int = 50, curve_batch: int | None = None,
+             insertion: bool = True, timing: bool = True, progress: bool = False) -> Evaluation:
+    """Explain every item's target with each method and score the maps; see :class:`Evaluation`.
+
+    ``items``: :class:`Item` objects or shapes scenes (:func:`scene_items`). ``methods``:
+    ``"name"`` or ``"name:mode"`` (default: every registered method, every mode).
+    ``texts``: the zero-shot classes (default: the shapes prompts for scenes, else the
+    distinct targets); every target must be among them. ``options``: per method spec,
+    options for ``explain`` (default: :func:`method_options` with ``rise_masks`` and
+    ``seed``). Deletion / insertion follow ``protocol`` and ``baseline``
+    (:func:`~eclip_core.metrics.perturbation_curves`) on the original model's own input;
+    pointing game and energy need a mask. ``timing``: measure the cost against one
+    forward pass of the same items.
+    """
+    given: list[Any] = list(items)
+    if not given:
+        raise InputError("nothing to evaluate: no items")
+    if all(isinstance(it, shapes.Scene) for it in given):
+        texts = shapes.prompts() if texts is None else texts
+        given = scene_items(given)
+    elif not all(isinstance(it, Item) for it in given):
+        raise InputError("evaluate takes Item objects or shapes scenes")
+    items = given
+    model, preprocess, tokenizer = unpack(bundle)
+    if preprocess is None or tokenizer is None:
+        raise InputError("evaluate needs a (model, preprocess, tokenizer) bundle")
+    bundle = (model, preprocess, tokenizer)
+    texts = list(texts) if texts is not None else list(dict.fromkeys(it.target for it in items))
+    missing = sorted({it.target for it in items} - set(texts))
+    if missing:
+        raise InputError(f"targets not among the texts: {', '.join(map(repr, missing[:5]))}")
+    specs = [parse_spec(m) for m in methods] if methods else all_specs()
+    dtype, device = model_dtype_device(model)
+    images = native_batch([it.image for it in items], preprocess).to(device, dtype)
+    targets = text_targets(model, tokenizer, texts)
+    target_idx = [texts.index(it.target) for it in items]
+    with torch.no_grad():
+        predicted = (F.normalize(model.encode_image(images), dim=-1) @ targets.T).argmax(-1).tolist()
+    right = [texts[p] in it.right_answers for p, it in zip(predicted, items)]
+    curve_batch = curve_batch or (64 if images.shape[-1] * images.shape[-2] <= 128 * 128 else 32)
+    forward = _forward_seconds(model, images, batch_size) if timing else float("nan")
+    rows, curves, seconds = [], {}, {}
+    for spec in tqdm(specs, desc="evaluate", disable=not progress):
+        name = str(spec)
+        opts = (options or {}).get(name, method_options(spec, rise_masks=rise_masks, seed=seed))
+        maps, seconds[name] = _target_maps(bundle, spec, items, images, targets, target_idx, opts,
+                                           batch_size, timing, progress)
+        kinds = ("deletion", "insertion") if insertion else ("deletion",)
+        results = {kind: perturbation_curves(model, images, maps, targets, target_idx, kind=kind,
+                                             preprocess=preprocess, steps=steps, protocol=protocol, seed=seed,
+                                             batch_size=curve_batch, baseline=baseline)
+                   for kind in kinds}
+        curves[name] = {"fractions": results["deletion"][0].fractions,
+                        **{kind: np.stack([c.scores for c in res]) for kind, res in results.items()}}
+        for i, it in enumerate(items):
+            row = {"method": name, "item": i, "target": it.target, "predicted": texts[predicted[i]],
+                   "right": right[i]}
+            for kind, res in results.items():
+                row[f"{kind}_auc"] = res[i].auc_score
+                row[f"{kind}_acc_auc"] = res[i].auc_correct
+            if it.mask is not None:
+                row["pointing_game"] = float(pointing_game(maps[i], it.mask))
+                row["energy_in_mask"] = energy_in_mask(maps[i], it.mask)
+            rows.append(row)
+    curve = results["deletion"][0]
+    notes = [DELETION_DIRECTION + "; " + INSERTION_DIRECTION,
+             "pointing_game, energy_in_mask: higher is better",
+             f"curves: protocol={protocol}, baseline={curve.baseline}, {len(curve.fractions)} points, "
+             f"ties in {'raster' if protocol == 'ours' else 'random'} order, original model on its own input",
+             f"zero-shot top-1 over {len(texts)} texts"]
+    if timing:
+        notes.append(f"cost_ratio: explain time / one forward pass of the same images "
+                     f"({1000 * forward / len(items):.3f} ms per image)")
+    return Evaluation(pd.DataFrame(rows), curves, seconds if timing else {}, forward, texts, notes)

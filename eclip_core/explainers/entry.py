@@ -1,0 +1,72 @@
+"""The two entries: ``explain`` (image maps) and ``explain_text`` (token maps).
+
+They turn user input (paths, PIL images, strings, embeddings) into tensors once, check
+the method, mode and options up front, run the explainer, and wrap its output in an
+:class:`Explanation` that says which forward pass was explained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .. import trace
+from ..inputs import Images, image_targets, prepare_images, text_targets, token_strings, tokenize, unpack
+from .base import Explanation, check_finite, cosine_scores
+from .eclip import text_eclip
+from .registry import METHODS, get_method
+
+Texts = str | Sequence[str] | torch.Tensor
+
+
+def explain(model, images: Images, texts: Texts, method: str = "attention_eclip",
+            mode: str = "faithful", *, preprocess=None, tokenizer=None, **options: Any) -> Explanation:
+    """Explain B images for K texts (or K target embeddings) in one call.
+
+    ``model``: a ``load_model()`` result or an open_clip CLIP (then pass ``preprocess``
+    and, for strings, ``tokenizer``). ``images``: paths or PIL images (run through the
+    model's preprocess; ``mode="reference"`` also prepares the published keep-size
+    input), or a preprocessed (B, 3, H, W) float tensor. ``texts``: K strings, or a
+    (K, E) tensor of embeddings. ``options``: the method's own (see
+    ``METHODS[method].options``); an unknown one is refused.
+    """
+    model, preprocess, tokenizer = unpack(model, preprocess, tokenizer)
+    spec = get_method(method, mode)
+    departures = spec.check(mode, options)
+    trace.vision_tower(model)
+    targets = text_targets(model, tokenizer, texts)
+    x, original = prepare_images(model, preprocess, images, departures)
+    maps, scores = spec.fn(model, x, targets, departures=departures, **options)
+    scores_original = None
+    if departures.any and original is not None:
+        with torch.no_grad():
+            scores_original = cosine_scores(model.encode_image(original), targets)
+    return Explanation(check_finite(maps.detach(), method), check_finite(scores.detach(), method, "scores"),
+                       method, mode, departures, scores_original=scores_original,
+                       input_size=(x.shape[-2], x.shape[-1]))
+
+
+def explain_text(model, texts: str | Sequence[str], images: Images, method: str = "attention_eclip",
+                 mode: str = "faithful", *, preprocess=None, tokenizer=None, **options: Any) -> Explanation:
+    """Token maps (B, K, context_length) for B texts against K images (or image embeddings).
+
+    ``options``: ``loosened``, ``qk`` and ``n_blocks`` (the text blocks summed).
+    """
+    model, preprocess, tokenizer = unpack(model, preprocess, tokenizer)
+    spec = get_method(method, mode)
+    departures = spec.check(mode, options, text=True)
+    trace.text_tower(model)
+    tokens = tokenize(tokenizer, texts).to(next(model.parameters()).device)
+    targets = image_targets(model, preprocess, images)
+    assert spec.text_route is not None
+    maps, scores, mask = text_eclip(model, tokens, targets, route=spec.text_route,
+                                    departures=departures, **options)
+    words = [token_strings(tokenizer, row[m].tolist()) for row, m in zip(tokens, mask)]
+    return Explanation(check_finite(maps, method), check_finite(scores, method, "scores"),
+                       method, mode, departures, branch="text", token_mask=mask,
+                       extras={"tokens": tokens, "words": words})
+
+
+__all__ = ["METHODS", "explain", "explain_text"]

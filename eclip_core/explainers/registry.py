@@ -1,0 +1,167 @@
+"""The explainers by name, each with its modes and options declared and checked up front.
+
+Every explainer has one signature::
+
+    fn(model, images, targets, *, departures=FAITHFUL, **options) -> (maps, scores)
+
+on a preprocessed (B, 3, H, W) tensor and (K, E) unit-norm targets, returning maps
+(B, K, gh, gw) and the (B, K) cosines of the forward pass it explained. Its options are
+its keyword-only parameters (besides ``departures``); a method declares the modes it
+supports (``"reference"`` asks it to honour the published code's departures) and the
+allowed values of enumerated options. A method is named ``"name"`` or
+``"name:mode"`` (:func:`parse_spec`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+
+from ..departures import MODES, Departures, departures_for
+from ..errors import InputError
+from .attention import attention_rollout, raw_attention
+from .eclip import QK_CHOICES, attention_eclip, grad_eclip, text_eclip
+from .gae import gae
+from .gradcam import gradcam
+from .maskclip import maskclip
+from .rise import rise
+
+ExplainerFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def keyword_options(fn: Callable[..., Any], skip: tuple[str, ...] = ("departures",)) -> dict[str, Any]:
+    """A function's keyword-only parameters and their defaults (``skip`` left out)."""
+    return {name: p.default for name, p in inspect.signature(fn).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in skip}
+
+
+def check_options(owner: str, declared: Mapping[str, Any], options: Mapping[str, Any],
+                  choices: Mapping[str, tuple[Any, ...]]) -> None:
+    """Refuse an option ``owner`` does not declare, or a value outside its choices."""
+    for name, value in options.items():
+        if name not in declared:
+            valid = ", ".join(sorted(declared)) or "none"
+            raise InputError(f"{owner} has no option {name!r}; its options: {valid}")
+        if name in choices and value not in choices[name]:
+            raise InputError(f"{owner}: {name} must be one of {', '.join(map(repr, choices[name]))}, "
+                             f"got {value!r}")
+
+
+@dataclass(frozen=True)
+class Method:
+    """An explainer: its function, what it is, its modes, its text route and option choices."""
+
+    name: str
+    fn: ExplainerFn
+    description: str
+    modes: tuple[str, ...] = ("faithful",)
+    text_route: str | None = None  # route of the text branch, where the method has one
+    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        params = inspect.signature(self.fn).parameters
+        if "departures" not in params:
+            raise InputError(f"explainer {self.name!r}: its function must take a keyword parameter "
+                             f"'departures' (the forward pass to explain; FAITHFUL: the model's own)")
+        unknown = [m for m in self.modes if m not in MODES]
+        if unknown or "faithful" not in self.modes:
+            raise InputError(f"explainer {self.name!r}: modes must include 'faithful' and be among "
+                             f"{', '.join(MODES)}, got {self.modes}")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options ``explain`` accepts for this method, with their defaults."""
+        return keyword_options(self.fn)
+
+    @property
+    def text_options(self) -> dict[str, Any]:
+        """The options ``explain_text`` accepts (empty without a text branch)."""
+        return keyword_options(text_eclip, ("departures", "route")) if self.text_route else {}
+
+    def check(self, mode: str, options: Mapping[str, Any], *, text: bool = False) -> Departures:
+        """The departures of ``mode``, after refusing an unknown mode or option."""
+        if mode not in self.modes:
+            raise InputError(f"method {self.name!r} has no mode {mode!r}; its modes: {', '.join(self.modes)}")
+        if text and self.text_route is None:
+            raise InputError(f"method {self.name!r} has no text branch")
+        declared = self.text_options if text else self.options
+        check_options(f"method {self.name!r}", declared, options, self.choices)
+        return departures_for(mode)
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method, *, replace: bool = False) -> Method:
+    """Make ``method`` available to ``explain``, the metrics and the checks.
+
+    A name already registered is refused unless ``replace=True``.
+    """
+    if method.name in METHODS and not replace:
+        raise InputError(f"an explainer named {method.name!r} is already registered; "
+                         f"pass replace=True to replace it")
+    if ":" in method.name:
+        raise InputError(f"explainer names cannot contain ':' (it separates the mode): {method.name!r}")
+    METHODS[method.name] = method
+    return method
+
+
+def unregister(name: str) -> Method:
+    """Remove a registered method (for one registered in a session)."""
+    if name not in METHODS:
+        raise InputError(f"no explainer named {name!r} is registered")
+    return METHODS.pop(name)
+
+
+def get_method(name: str, mode: str = "faithful") -> Method:
+    """The registered method ``name``, checked to support ``mode``."""
+    if name not in METHODS:
+        raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    method = METHODS[name]
+    if mode not in method.modes:
+        raise InputError(f"method {name!r} has no mode {mode!r}; its modes: {', '.join(method.modes)}")
+    return method
+
+
+class Spec(NamedTuple):
+    """A method and a mode: ``"grad_eclip:reference"``; a bare name is faithful."""
+
+    name: str
+    mode: str = "faithful"
+
+    def __str__(self) -> str:
+        return self.name if self.mode == "faithful" else f"{self.name}:{self.mode}"
+
+
+def parse_spec(spec: str | Spec) -> Spec:
+    """``"grad_eclip:reference"`` -> ``Spec("grad_eclip", "reference")``, checked against the registry."""
+    if isinstance(spec, Spec):
+        name, mode = spec
+    else:
+        name, _, mode = str(spec).partition(":")
+    result = Spec(name, mode or "faithful")
+    get_method(*result)
+    return result
+
+
+def all_specs() -> list[Spec]:
+    """Every registered method in every mode it supports."""
+    return [Spec(m.name, mode) for m in METHODS.values() for mode in m.modes]
+
+
+ECLIP_CHOICES = {"qk": QK_CHOICES}
+register(Method("grad_eclip", grad_eclip, "Grad-ECLIP: dS/d(attention output) applied to the values",
+                MODES, text_route="grad", choices=ECLIP_CHOICES))
+register(Method("attention_eclip", attention_eclip,
+                "Attention-ECLIP: dS/d(attention probabilities), summed over heads",
+                MODES, text_route="attention", choices=ECLIP_CHOICES))
+register(Method("attention", raw_attention, "raw self-attention of the last block (CLS row, mean over heads)"))
+register(Method("rollout", attention_rollout, "attention rollout (Abnar & Zuidema 2020)"))
+register(Method("gae", gae, "Generic Attention Explainability (Chefer et al. 2021), rollout over blocks"))
+register(Method("gradcam", gradcam, "Grad-CAM on the tokens entering the last block"))
+register(Method("maskclip", maskclip, "MaskCLIP-style dense similarity of value-path patch embeddings"))
+register(Method("rise", rise, "RISE: saliency from randomly masked forward passes"))

@@ -1,0 +1,336 @@
+"""User input in one place: images read once, texts tokenized, both turned into tensors.
+
+Images (paths or PIL) are decoded once by :func:`load_image`; texts are checked and
+tokenized by :func:`tokenize`; :func:`prepare_images` and :func:`text_targets` turn them
+into what an explainer takes.
+
+Two pipelines matter for the paper: the model's **native** preprocess (open_clip's
+resize + centre crop + normalise), which every prediction and every metric uses, and
+the published Grad-ECLIP code's **keep-size** preprocess (aspect ratio kept, short
+side capped at 640, sides rounded to the patch size, bicubic, no crop), which only its
+reference mode uses.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms import InterpolationMode, Normalize
+from torchvision.transforms import functional as TF
+
+from . import trace
+from .departures import FAITHFUL, Departures
+from .errors import InputError, one_line
+
+#: What ``explain`` accepts as images: paths, PIL images, or a preprocessed tensor.
+Images = Any
+
+#: Images whose larger side exceeds this are downscaled (with a warning) before anything
+#: else: explanations are computed on a few hundred pixels, so memory stays bounded.
+MAX_SIDE = 4096
+KEEP_SIZE_SHORT_SIDE = 640
+
+
+def load_image(image) -> Image.Image:
+    """An RGB PIL image from a path or a PIL image; a clear error for anything unreadable.
+
+    The EXIF orientation is applied; images whose larger side exceeds :data:`MAX_SIDE`
+    are downscaled with a warning (JPEGs are decoded at reduced size, so memory stays
+    bounded); grayscale, palette, alpha, 16-bit and float images become RGB (alpha on
+    white, 16-bit scaled by its range rather than clipped).
+    """
+    original_size = None
+    if isinstance(image, (str, Path)):
+        image, original_size = _read(Path(image))
+    if not isinstance(image, Image.Image):
+        raise InputError(f"expected a PIL image or a path, got {type(image).__name__}")
+    if image.width < 1 or image.height < 1:
+        raise InputError(f"image has no pixels ({image.width}x{image.height})")
+    try:
+        try:
+            image = ImageOps.exif_transpose(image)
+        except (KeyError, TypeError, ValueError, SyntaxError, struct.error) as err:  # broken EXIF
+            warnings.warn(f"ignoring the image's unreadable EXIF orientation ({err})", stacklevel=2)
+        return _to_rgb(_bounded(image, original_size))
+    except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError) as err:
+        raise InputError(f"cannot decode image: {one_line(err)}") from None
+
+
+def _read(path: Path) -> tuple[Image.Image, tuple[int, int] | None]:
+    """Decode a file fully (so truncation shows here), JPEGs at reduced size when huge."""
+    if path.is_dir():
+        raise InputError(f"cannot read image {str(path)!r}: it is a directory")
+    if not path.is_file():
+        raise InputError(f"cannot read image {str(path)!r}: no such file")
+    try:
+        with Image.open(path) as opened:
+            original_size = opened.size
+            if max(opened.size) > MAX_SIDE and opened.format == "JPEG":
+                # decode at 1/2, 1/4 or 1/8 scale, never below the bounded size
+                opened.draft(opened.mode, _target_size(*opened.size))
+            opened.load()
+            image = opened.copy()
+            if _orientation(opened) in (5, 6, 7, 8):  # rotated by 90 degrees once transposed
+                original_size = original_size[::-1]
+    except UnidentifiedImageError:
+        raise InputError(f"cannot read image {str(path)!r}: not an image file "
+                         f"(or a format Pillow cannot read)") from None
+    except Image.DecompressionBombError as err:
+        raise InputError(f"cannot read image {str(path)!r}: too large to decode safely "
+                         f"({one_line(err)})") from None
+    except PermissionError:
+        raise InputError(f"cannot read image {str(path)!r}: permission denied") from None
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError) as err:
+        reason = one_line(err)
+        if "truncated" in reason:
+            reason = f"the file is truncated or corrupt ({reason})"
+        raise InputError(f"cannot read image {str(path)!r}: {reason}") from None
+    return image, original_size
+
+
+def _orientation(image: Image.Image) -> int | None:
+    try:
+        return image.getexif().get(0x0112)
+    except Exception:  # a broken EXIF block is ignored here and reported by exif_transpose
+        return None
+
+
+def _target_size(width: int, height: int) -> tuple[int, int]:
+    scale = MAX_SIDE / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _bounded(image: Image.Image, original_size: tuple[int, int] | None = None) -> Image.Image:
+    """The image with its larger side at most MAX_SIDE (a warning names both sizes)."""
+    width, height = original_size or image.size
+    if max(width, height) <= MAX_SIDE:
+        return image
+    size = _target_size(width, height)
+    warnings.warn(f"image of {width}x{height} downscaled to {size[0]}x{size[1]} "
+                  f"(larger side capped at {MAX_SIDE})", stacklevel=3)
+    if image.size == size:
+        return image
+    if image.mode in ("P", "1"):
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode.startswith("I;16"):
+        image = image.convert("I")
+    return image.resize(size, Image.Resampling.BICUBIC)
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float grayscale as 8-bit L, scaled by the type's range."""
+    arr = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(arr.min()), float(arr.max())
+    if image.mode.startswith("I;16"):
+        arr = arr / 65535 * 255
+    elif image.mode == "F" and lo >= 0 and hi <= 1:
+        arr = arr * 255
+    elif lo >= 0 and hi <= 255:
+        pass
+    elif image.mode == "I" and lo >= 0 and hi <= 65535:
+        arr = arr / 65535 * 255
+    else:
+        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+    return Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8), mode="L")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB, with 16-bit and float images rescaled rather than clipped, alpha on white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        image = _to_8bit(image)
+    if image.mode in ("La", "RGBa"):  # premultiplied alpha
+        image = image.convert("RGBA") if image.mode == "RGBa" else image.convert("LA")
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def normalization(preprocess) -> Normalize:
+    """The Normalize step of an open_clip preprocess."""
+    for step in getattr(preprocess, "transforms", []):
+        if isinstance(step, Normalize):
+            return step
+    raise InputError("the preprocess has no Normalize step; pass the model's open_clip preprocess")
+
+
+def native_batch(images, preprocess) -> torch.Tensor:
+    """(B, 3, H, W) through the model's own preprocess."""
+    return torch.stack([preprocess(load_image(im)) for im in images])
+
+
+def keep_size_shape(width: int, height: int, patch: int) -> tuple[int, int]:
+    """(height, width) of the published code's keep-size input."""
+    if min(width, height) > KEEP_SIZE_SHORT_SIDE:
+        scale = min(width, height) / KEEP_SIZE_SHORT_SIDE
+        width, height = int(width / scale), int(height / scale)
+    return (max(1, int(height / patch + 0.5)) * patch, max(1, int(width / patch + 0.5)) * patch)
+
+
+def keep_size_tensor(image, preprocess, patch: int) -> torch.Tensor:
+    """(3, H, W): aspect kept, short side <= 640, sides rounded to the patch, bicubic, no crop."""
+    image = load_image(image)
+    if min(image.size) > KEEP_SIZE_SHORT_SIDE:
+        scale = min(image.size) / KEEP_SIZE_SHORT_SIDE
+        image = image.resize((int(image.width / scale), int(image.height / scale)),
+                             Image.Resampling.BICUBIC)
+    size = keep_size_shape(image.width, image.height, patch)
+    resized = TF.resize(image, list(size), interpolation=InterpolationMode.BICUBIC)
+    return normalization(preprocess)(TF.to_tensor(resized))
+
+
+# ----------------------------------------------------------------------------- model bundles
+
+
+def unpack(model, preprocess=None, tokenizer=None) -> tuple[Any, Callable | None, Callable | None]:
+    """Accept a ``load_model`` result (model, preprocess, tokenizer) or a bare model."""
+    if isinstance(model, tuple):
+        model, pre, tok = model[:3]
+        preprocess, tokenizer = preprocess or pre, tokenizer or tok
+    return model, preprocess, tokenizer
+
+
+def model_dtype_device(model) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device of the model's parameters."""
+    p = next(model.parameters())
+    return p.dtype, p.device
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def as_list(images) -> list:
+    """One image or a sequence of them, as a non-empty list."""
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise InputError("no images given")
+        return list(images)
+    return [images]
+
+
+def prepare_images(model, preprocess, images: Images,
+                   departures: Departures = FAITHFUL) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(tensor to explain, the same images through the model's own pipeline, or None).
+
+    Paths and PIL images are decoded once; they go through ``preprocess`` and, with
+    ``departures.keep_size``, also through the published code's keep-size pipeline. A
+    tensor is taken as already preprocessed: (B, 3, H, W) or one (3, H, W) image.
+    """
+    dtype, device = model_dtype_device(model)
+    if isinstance(images, torch.Tensor):
+        if not images.is_floating_point():
+            raise InputError(f"an image tensor must be float and already preprocessed with the model's "
+                             f"preprocess, got dtype {images.dtype}; pass PIL images or paths instead")
+        x = images.to(device, dtype)
+        if x.ndim == 3:
+            x = x[None]
+        trace.check_images(model, x, departures)
+        native = tuple(x.shape[-2:]) == trace.image_size(model)
+        return x, (x if native else None)
+    if preprocess is None:
+        raise InputError("PIL images need the model's preprocess: pass preprocess= or a load_model() result")
+    pil = [load_image(im) for im in as_list(images)]
+    original = native_batch(pil, preprocess).to(device, dtype)
+    if not departures.keep_size:
+        return original, original
+    patch = trace.patch_size(model)[0]
+    keep = [keep_size_tensor(im, preprocess, patch) for im in pil]
+    if len({tuple(t.shape) for t in keep}) > 1:
+        raise InputError("the keep-size input explains each image at its own resolution; these images "
+                         "have different sizes: explain them one call each")
+    return torch.stack(keep).to(device, dtype), original
+
+
+def image_targets(model, preprocess, images) -> torch.Tensor:
+    """(K, E) unit-norm image embeddings from images, a preprocessed batch, or embeddings."""
+    if isinstance(images, torch.Tensor) and images.ndim == 2:
+        return check_targets(images, trace.embed_dim(model)).to(model_dtype_device(model)[0])
+    x, _ = prepare_images(model, preprocess, images)
+    with torch.no_grad():
+        return F.normalize(model.encode_image(x), dim=-1)
+
+
+# ----------------------------------------------------------------------------- texts
+
+
+def check_targets(targets: torch.Tensor, embed_dim: int | None) -> torch.Tensor:
+    """(K, E) unit-norm targets, or a clear error (E unchecked where the model declares none)."""
+    if targets.ndim != 2 or (embed_dim is not None and targets.shape[1] != embed_dim):
+        raise InputError(f"target embeddings must be (K, {embed_dim or 'E'}), got {tuple(targets.shape)}")
+    if targets.shape[0] == 0:
+        raise InputError("no targets to explain (K = 0)")
+    if not torch.isfinite(targets).all() or (targets.norm(dim=-1) == 0).any():
+        raise InputError("target embeddings contain NaN/Inf or a zero vector")
+    return F.normalize(targets if targets.is_floating_point() else targets.float(), dim=-1)
+
+
+def text_targets(model, tokenizer, texts) -> torch.Tensor:
+    """(K, E) unit-norm text embeddings of the original model, from strings or embeddings."""
+    dtype, device = model_dtype_device(model)
+    if isinstance(texts, torch.Tensor):
+        return check_targets(texts.to(device), trace.embed_dim(model)).to(dtype)
+    tokens = tokenize(tokenizer, texts).to(device)
+    with torch.no_grad():
+        embeddings = F.normalize(model.encode_text(tokens), dim=-1)
+    if not torch.isfinite(embeddings).all():
+        raise InputError("the text tower produced NaN or Inf text embeddings (check the model's weights)")
+    return embeddings
+
+
+def tokenize(tokenizer, texts: str | Sequence[str]) -> torch.Tensor:
+    """Token ids of K non-empty strings, or a clear error; over-long texts are cut with a warning."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise InputError("no targets to explain: the list of texts is empty")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"text #{i} is a {type(text).__name__}, not a string")
+        if not text.strip():
+            raise InputError(f"text #{i} is empty")
+    if tokenizer is None:
+        raise InputError("strings need the model's tokenizer: pass tokenizer= or a load_model() result")
+    tokens = tokenizer(texts)
+    _warn_truncated(tokenizer, texts, tokens)
+    return tokens
+
+
+def _warn_truncated(tokenizer, texts: list[str], tokens: torch.Tensor) -> None:
+    """Over-long texts are truncated by every open_clip-style tokenizer (end-of-text kept
+    last): say so. Tokenize again with room to spare; the last non-padding position, the
+    end-of-text token, gives each text's length."""
+    ctx = tokens.shape[-1]
+    pad = getattr(tokenizer, "pad_token_id", None) or 0
+    try:
+        full = tokenizer(texts, context_length=max(2 * ctx, ctx + 64))
+        positions = torch.arange(1, full.shape[-1] + 1)
+        lengths = ((full != pad) * positions).amax(dim=-1).tolist()
+        needed = [f" ({n}{'+' if n == full.shape[-1] else ''} tokens)" for n in lengths]
+    except Exception:  # a tokenizer without context_length=: a full last position may be cut
+        lengths = [ctx + 1 if row[-1] != pad else ctx for row in tokens.tolist()]
+        needed = [""] * len(lengths)
+    for i, (text, length) in enumerate(zip(texts, lengths)):
+        if length > ctx:
+            excerpt = text if len(text) <= 60 else text[:57] + "..."
+            warnings.warn(f"text #{i} {excerpt!r} is longer than the model's context length of "
+                          f"{ctx} tokens{needed[i]}: it is truncated to its first {ctx} tokens",
+                          stacklevel=4)
+
+
+def token_strings(tokenizer, ids: list[int]) -> list[str]:
+    """Readable strings of token ids, for open_clip's BPE tokenizer and word-level ones."""
+    vocab = getattr(tokenizer, "vocab", None)
+    if isinstance(vocab, (list, tuple)):
+        return [vocab[i] for i in ids]
+    decoder = getattr(tokenizer, "decoder", None)
+    if isinstance(decoder, dict):
+        return [decoder.get(i, "?").replace("</w>", "") for i in ids]
+    return [str(i) for i in ids]
