@@ -1,6 +1,6 @@
 """Cost of evaluating every registered explainer on the shapes world with the embedded model.
 
-Runs :func:`eclip_core.metrics.evaluate` (deletion and insertion curves, pointing game,
+Runs :func:`eclip_core.evaluation.evaluate` (deletion and insertion curves, pointing game,
 energy in mask; RISE with 500 masks) on ``--n-images`` held-out single-object scenes
 and prints the table, the wall time of each explainer's whole evaluation, and the time
 of its ``explain`` calls as a ratio to one forward pass (``encode_image``) of the same
@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import time
 
+import pandas as pd
 import torch
 
 import eclip_core as ec
 from eclip_core import shapes
-from eclip_core.metrics import evaluate
+from eclip_core.evaluation import evaluate
 
 BUDGET_SECONDS = 600
 
@@ -43,33 +44,31 @@ def main(argv=None):
           f"RISE {args.rise_masks} masks, {torch.get_num_threads()} threads")
 
     start = time.perf_counter()
-    rows, per_method = [], {}
-    forward_ms = None
+    tables, per_method = [], {}
+    forward_ms = float("nan")
     for method in methods:  # one evaluate call per method, to time each one's whole evaluation
         t = time.perf_counter()
-        table = evaluate(bundle, scenes, [method], steps=args.steps, rise_masks=args.rise_masks,
-                         progress=True)
+        result = evaluate(bundle, scenes, [method], steps=args.steps, rise_masks=args.rise_masks,
+                          progress=True)
         per_method[method] = time.perf_counter() - t
-        rows += table.rows
-        forward_ms = 1000 * table.meta["forward_seconds"] / len(scenes)
+        tables.append(result.table())
+        forward_ms = 1000 * result.forward_seconds / len(scenes)
     total = time.perf_counter() - start
 
-    from eclip_core.metrics import EvaluationTable
-
-    notes = table.notes
-    for row in rows:
-        row["eval_seconds"] = per_method[row["method"]]
-    result = EvaluationTable(rows, title=table.title, notes=notes)
-    print(result)
+    table = pd.concat(tables)
+    table["eval_seconds"] = pd.Series(per_method)
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.precision", 4):
+        print(table)
+    print("\n".join(f"  {note}" for note in result.notes))
     print(f"\none forward pass: {forward_ms:.3f} ms per image (batches of 50)")
     print("explain time as a ratio to one forward pass of the same batch:")
-    for row in rows:
-        print(f"  {row['method']:<18} {row['cost_ratio']:10.1f} x   "
+    for method, row in table.iterrows():
+        print(f"  {method:<18} {row['cost_ratio']:10.1f} x   "
               f"(whole evaluation of the method: {row['eval_seconds']:.1f} s)")
     verdict = "within" if total <= BUDGET_SECONDS else "OVER"
     print(f"\ntotal {total:.1f} s for {len(scenes)} images: {verdict} the {BUDGET_SECONDS} s budget")
     if args.csv:
-        result.to_csv(args.csv)
+        table.to_csv(args.csv)
 
 
 if __name__ == "__main__":

@@ -22,22 +22,21 @@ import torch
 import torch.nn.functional as F
 
 import eclip_core as ec
-from eclip_core.explainers.base import minmax
 from eclip_core.explainers.eclip import loosened_attention
-from eclip_core.metrics import median_seconds
+from eclip_core.maps import minmax
+from eclip_core.timing import median_seconds
 from eclip_core.trace import merge_heads, trace_vision
 
 
 def per_target_grad_eclip(model, images, targets):
     """The published way: one forward with the full last block, one backward per target."""
     visual = model.visual
-    block = visual.transformer.resblocks[-1]
     trace = trace_vision(model, images)
     last = trace.blocks[-1]
     emb = visual.ln_post(last.x_out)[:, 0] @ visual.proj  # pooled after the full last block
     scores = F.normalize(emb, dim=-1) @ targets.T
     with torch.no_grad():
-        lam = minmax(loosened_attention(block, merge_heads(last.q)[:, 0], merge_heads(last.k)[:, 1:]))
+        lam = minmax(loosened_attention(model, merge_heads(last.q)[:, 0], merge_heads(last.k)[:, 1:]))
     values = merge_heads(last.v)[:, 1:].detach()
     maps = []
     for k in range(targets.shape[0]):

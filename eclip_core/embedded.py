@@ -24,6 +24,8 @@ import open_clip
 import torch
 from open_clip.model import set_model_preprocess_cfg
 from open_clip.transform import PreprocessCfg, image_transform_v2
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from . import trace
 from .errors import ModelLoadError
@@ -109,9 +111,6 @@ def load_embedded(device: str | torch.device = "cpu", directory: Path | str = EM
     a :class:`ShapesTokenizer` with the model's context length.  Raises
     :class:`ModelLoadError` if a file is missing or the weights fail their checksum.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     config = read_config(directory)
     weights = verify_weights(directory)
@@ -132,8 +131,6 @@ def load_embedded(device: str | torch.device = "cpu", directory: Path | str = EM
 def save_embedded(model: open_clip.CLIP, directory: Path | str, model_cfg: dict[str, Any],
                   preprocess_cfg: dict[str, Any], metrics: dict[str, Any] | None = None) -> Path:
     """Write config, safetensors weights, checksum (and metrics) in the local-dir layout."""
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = {"model_cfg": _copy(model_cfg), "preprocess_cfg": _copy(preprocess_cfg)}
