@@ -191,22 +191,21 @@ def _batches(items: Sequence[Item], batch_size: int, keep_size: bool) -> list[tu
 def _target_maps(bundle, spec: Spec, items: Sequence[Item], images: torch.Tensor, targets: torch.Tensor,
                  target_idx: list[int], options: dict[str, Any], batch_size: int,
                  timing: bool, progress: bool) -> tuple[list[torch.Tensor], float]:
-    """Each item's map of its own target, explaining per batch only the targets it needs."""
+    """Each item's map of its own target: the targets are paired with the images, so each
+    image costs its own target only."""
     keep_size = METHODS[spec.name].check(spec.mode, options).keep_size
+    own = targets[target_idx][:, None]  # (N, 1, E)
     if timing:  # untimed warm-up: one-time costs are not the method's cost per image
-        explain(bundle, [items[0].image] if keep_size else images[:1], targets[:1], spec.name,
-                spec.mode, **options)
+        explain(bundle, [items[0].image] if keep_size else images[:1], own[:1], spec.name, spec.mode, **options)
     maps: list[torch.Tensor] = []
     seconds = 0.0
     for start, stop in tqdm(_batches(items, batch_size, keep_size), desc=f"{spec} maps",
                             disable=not progress, leave=False):
         x = [it.image for it in items[start:stop]] if keep_size else images[start:stop]
-        wanted = sorted(set(target_idx[start:stop]))
         began = time.perf_counter()
-        e = explain(bundle, x, targets[wanted], spec.name, spec.mode, **options)
+        e = explain(bundle, x, own[start:stop], spec.name, spec.mode, **options)
         seconds += time.perf_counter() - began
-        batch = e.maps.detach().cpu()
-        maps += [batch[i, wanted.index(target_idx[start + i])] for i in range(stop - start)]
+        maps += list(e.maps.detach().cpu()[:, 0])
     return maps, seconds
 
 
@@ -214,7 +213,8 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
              *, texts: Sequence[str] | None = None, options: dict[str, dict[str, Any]] | None = None,
              steps: int = DEFAULT_STEPS, protocol: str = "ours", baseline: str | None = None,
              seed: int = 0, rise_masks: int = 500, batch_size: int = 50, curve_batch: int | None = None,
-             insertion: bool = True, timing: bool = True, progress: bool = False) -> Evaluation:
+             curves: Sequence[str] = ("deletion", "insertion"), timing: bool = True,
+             progress: bool = False) -> Evaluation:
     """Explain every item's target with each method and score the maps; see :class:`Evaluation`.
 
     ``items``: :class:`Item` objects or shapes scenes (:func:`scene_items`). ``methods``:
@@ -224,8 +224,9 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
     options for ``explain`` (default: :func:`method_options` with ``rise_masks`` and
     ``seed``). Deletion / insertion follow ``protocol`` and ``baseline``
     (:func:`~eclip_core.metrics.perturbation_curves`) on the original model's own input;
-    pointing game and energy need a mask. ``timing``: measure the cost against one
-    forward pass of the same items.
+    pointing game and energy need a mask. ``curves``: which perturbation curves to measure
+    (``()``: localisation only, no forward pass per perturbation). ``timing``: measure the
+    cost against one forward pass of the same items.
     """
     given: list[Any] = list(items)
     if not given:
@@ -254,19 +255,25 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
     right = [texts[p] in it.right_answers for p, it in zip(predicted, items)]
     curve_batch = curve_batch or (64 if images.shape[-1] * images.shape[-2] <= 128 * 128 else 32)
     forward = _forward_seconds(model, images, batch_size) if timing else float("nan")
-    rows, curves, seconds = [], {}, {}
+    unknown = set(curves) - {"deletion", "insertion"}
+    if unknown:
+        raise InputError(f"curves must be among 'deletion', 'insertion'; got {sorted(unknown)}")
+    rows: list[dict[str, Any]] = []
+    measured: dict[str, dict[str, np.ndarray]] = {}
+    seconds: dict[str, float] = {}
     for spec in tqdm(specs, desc="evaluate", disable=not progress):
         name = str(spec)
         opts = (options or {}).get(name, method_options(spec, rise_masks=rise_masks, seed=seed))
         maps, seconds[name] = _target_maps(bundle, spec, items, images, targets, target_idx, opts,
                                            batch_size, timing, progress)
-        kinds = ("deletion", "insertion") if insertion else ("deletion",)
         results = {kind: perturbation_curves(model, images, maps, targets, target_idx, kind=kind,
                                              preprocess=preprocess, steps=steps, protocol=protocol, seed=seed,
                                              batch_size=curve_batch, baseline=baseline)
-                   for kind in kinds}
-        curves[name] = {"fractions": results["deletion"][0].fractions,
-                        **{kind: np.stack([c.scores for c in res]) for kind, res in results.items()}}
+                   for kind in curves}
+        if results:
+            first = next(iter(results.values()))
+            measured[name] = {"fractions": first[0].fractions,
+                              **{kind: np.stack([c.scores for c in res]) for kind, res in results.items()}}
         for i, it in enumerate(items):
             row = {"method": name, "item": i, "target": it.target, "predicted": texts[predicted[i]],
                    "right": right[i]}
@@ -277,13 +284,13 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
                 row["pointing_game"] = float(pointing_game(maps[i], it.mask))
                 row["energy_in_mask"] = energy_in_mask(maps[i], it.mask)
             rows.append(row)
-    curve = results["deletion"][0]
-    notes = [DELETION_DIRECTION + "; " + INSERTION_DIRECTION,
-             "pointing_game, energy_in_mask: higher is better",
-             f"curves: protocol={protocol}, baseline={curve.baseline}, {len(curve.fractions)} points, "
-             f"ties in {'raster' if protocol == 'ours' else 'random'} order, original model on its own input",
-             f"zero-shot top-1 over {len(texts)} texts"]
+    notes = [DELETION_DIRECTION + "; " + INSERTION_DIRECTION, "pointing_game, energy_in_mask: higher is better"]
+    if results:
+        curve = next(iter(results.values()))[0]
+        notes.append(f"curves: protocol={protocol}, baseline={curve.baseline}, {len(curve.fractions)} points, "
+                     f"ties in {'raster' if protocol == 'ours' else 'random'} order, original model on its own input")
+    notes.append(f"zero-shot top-1 over {len(texts)} texts")
     if timing:
         notes.append(f"cost_ratio: explain time / one forward pass of the same images "
                      f"({1000 * forward / len(items):.3f} ms per image)")
-    return Evaluation(pd.DataFrame(rows), curves, seconds if timing else {}, forward, texts, notes)
+    return Evaluation(pd.DataFrame(rows), measured, seconds if timing else {}, forward, texts, notes)

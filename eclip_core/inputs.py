@@ -274,9 +274,13 @@ def check_targets(targets: torch.Tensor, embed_dim: int | None) -> torch.Tensor:
 
 
 def text_targets(model, tokenizer, texts) -> torch.Tensor:
-    """(K, E) unit-norm text embeddings of the original model, from strings or embeddings."""
+    """(K, E) unit-norm text embeddings of the original model, from strings or embeddings
+    ((K, E), or (B, K, E) per image, kept in that shape)."""
     dtype, device = model_dtype_device(model)
     if isinstance(texts, torch.Tensor):
+        if texts.ndim == 3:
+            flat = check_targets(texts.flatten(0, 1).to(device), trace.embed_dim(model))
+            return flat.reshape(texts.shape).to(dtype)
         return check_targets(texts.to(device), trace.embed_dim(model)).to(dtype)
     tokens = tokenize(tokenizer, texts).to(device)
     with torch.no_grad():
@@ -284,6 +288,28 @@ def text_targets(model, tokenizer, texts) -> torch.Tensor:
     if not torch.isfinite(embeddings).all():
         raise InputError("the text tower produced NaN or Inf text embeddings (check the model's weights)")
     return embeddings
+
+
+def is_paired(texts) -> bool:
+    """Whether ``texts`` gives each image its own list of texts (a list of lists)."""
+    return isinstance(texts, (list, tuple)) and bool(texts) and all(isinstance(t, (list, tuple)) for t in texts)
+
+
+def paired_text_targets(model, tokenizer, texts: Sequence[Sequence[str]], batch: int) -> torch.Tensor:
+    """(B, K, E) unit-norm targets: image ``b`` is explained for its own K texts ``texts[b]``.
+
+    Each distinct text is embedded once; every image needs the same number of texts.
+    """
+    if len(texts) != batch:
+        raise InputError(f"{len(texts)} lists of texts for {batch} images: give one list per image")
+    lengths = {len(t) for t in texts}
+    if len(lengths) != 1 or 0 in lengths:
+        raise InputError(f"every image needs the same, non-zero number of texts; got lengths {sorted(lengths)} "
+                         f"(explain images with different counts in separate calls)")
+    distinct = list(dict.fromkeys(text for per_image in texts for text in per_image))
+    embeddings = text_targets(model, tokenizer, distinct)
+    index = torch.tensor([[distinct.index(text) for text in per_image] for per_image in texts])
+    return embeddings[index.to(embeddings.device)]
 
 
 def tokenize(tokenizer, texts: str | Sequence[str]) -> torch.Tensor:

@@ -264,7 +264,7 @@ def p2_table(bundle, methods: Sequence[str], scenes, *, texts: Sequence[str] | N
     """
     methods = [methods] if isinstance(methods, str) else list(methods)
     result = evaluate(bundle, list(scenes), methods, texts=texts, steps=steps, seed=seed,
-                      rise_masks=rise_masks, batch_size=batch_size, insertion=False, timing=False,
+                      rise_masks=rise_masks, batch_size=batch_size, curves=("deletion",), timing=False,
                       progress=progress)
     rows = []
     for spec, group in result.per_image.groupby("method", sort=False):

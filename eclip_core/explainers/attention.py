@@ -7,7 +7,7 @@ import torch
 from ..departures import FAITHFUL, Departures
 from ..maps import to_grid
 from ..trace import trace_vision
-from .base import cosine_scores
+from .base import cosine_scores, n_targets
 
 
 def _patch_maps(rows: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tensor:
@@ -22,7 +22,7 @@ def raw_attention(model, images: torch.Tensor, targets: torch.Tensor, *,
         tr = trace_vision(model, images, departures, record="last")
         rows = tr.blocks[-1].attn[:, :, 0].mean(1)
     assert tr.grid is not None
-    return _patch_maps(rows, tr.grid, len(targets)), cosine_scores(tr.embedding, targets)
+    return _patch_maps(rows, tr.grid, n_targets(targets)), cosine_scores(tr.embedding, targets)
 
 
 def attention_rollout(model, images: torch.Tensor, targets: torch.Tensor, *,
@@ -37,4 +37,4 @@ def attention_rollout(model, images: torch.Tensor, targets: torch.Tensor, *,
             a = rec.attn.mean(1) + eye
             joint = (a / a.sum(-1, keepdim=True)) @ joint
     assert tr.grid is not None
-    return _patch_maps(joint[:, 0], tr.grid, len(targets)), cosine_scores(tr.embedding, targets)
+    return _patch_maps(joint[:, 0], tr.grid, n_targets(targets)), cosine_scores(tr.embedding, targets)

@@ -60,9 +60,22 @@ def unit(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=-1)
 
 
+def n_targets(targets: torch.Tensor) -> int:
+    """K, for shared (K, E) or per-image (B, K, E) targets."""
+    return targets.shape[-2]
+
+
+def per_image(targets: torch.Tensor, batch: int) -> torch.Tensor:
+    """(B, K, E): per-image targets as they are, shared (K, E) targets for every image."""
+    return targets if targets.ndim == 3 else targets.expand(batch, -1, -1)
+
+
 def cosine_scores(embedding: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B, K) cosine between B embeddings and K unit-norm targets."""
-    return unit(embedding) @ targets.to(embedding.dtype).T
+    """(B, K) cosine between B embeddings and unit-norm targets, shared (K, E) or per image (B, K, E)."""
+    t = targets.to(embedding.dtype)
+    if t.ndim == 3:
+        return torch.einsum("be,bke->bk", unit(embedding), t)
+    return unit(embedding) @ t.T
 
 
 def cosine_cotangents(embedding: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -74,8 +87,11 @@ def cosine_cotangents(embedding: torch.Tensor, targets: torch.Tensor) -> torch.T
     norm = embedding.norm(dim=-1, keepdim=True)  # (B, 1)
     f_hat = embedding / norm
     t = targets.to(embedding.dtype)
-    s = f_hat @ t.T  # (B, K)
-    grad = (t[None] - s[..., None] * f_hat[:, None]) / norm[..., None]  # (B, K, E)
+    if t.ndim == 3:  # per-image targets (B, K, E)
+        s = torch.einsum("be,bke->bk", f_hat, t)
+    else:
+        s, t = f_hat @ t.T, t[None]
+    grad = (t - s[..., None] * f_hat[:, None]) / norm[..., None]  # (B, K, E)
     return grad.transpose(0, 1)
 
 

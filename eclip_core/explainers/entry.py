@@ -13,12 +13,23 @@ from typing import Any
 import torch
 
 from .. import trace
-from ..inputs import Images, image_targets, prepare_images, text_targets, token_strings, tokenize, unpack
+from ..errors import InputError
+from ..inputs import (
+    Images,
+    image_targets,
+    is_paired,
+    paired_text_targets,
+    prepare_images,
+    text_targets,
+    token_strings,
+    tokenize,
+    unpack,
+)
 from .base import Explanation, check_finite, cosine_scores
 from .eclip import text_eclip
 from .registry import METHODS, get_method
 
-Texts = str | Sequence[str] | torch.Tensor
+Texts = str | Sequence[str] | Sequence[Sequence[str]] | torch.Tensor
 
 
 def explain(model, images: Images, texts: Texts, method: str = "attention_eclip",
@@ -28,16 +39,21 @@ def explain(model, images: Images, texts: Texts, method: str = "attention_eclip"
     ``model``: a ``load_model()`` result or an open_clip CLIP (then pass ``preprocess``
     and, for strings, ``tokenizer``). ``images``: paths or PIL images (run through the
     model's preprocess; ``mode="reference"`` also prepares the published keep-size
-    input), or a preprocessed (B, 3, H, W) float tensor. ``texts``: K strings, or a
-    (K, E) tensor of embeddings. ``options``: the method's own (see
+    input), or a preprocessed (B, 3, H, W) float tensor. ``texts``: K strings or a (K, E)
+    tensor of embeddings, explained for every image; or, per image, its own list of K
+    strings (a list of B lists): then each image costs only its own targets (``maps[b, k]``
+    explains ``texts[b][k]``). ``options``: the method's own (see
     ``METHODS[method].options``); an unknown one is refused.
     """
     model, preprocess, tokenizer = unpack(model, preprocess, tokenizer)
     spec = get_method(method, mode)
     departures = spec.check(mode, options)
     trace.vision_tower(model)
-    targets = text_targets(model, tokenizer, texts)
     x, original = prepare_images(model, preprocess, images, departures)
+    targets = (paired_text_targets(model, tokenizer, texts, len(x)) if is_paired(texts)  # type: ignore[arg-type]
+               else text_targets(model, tokenizer, texts))
+    if targets.ndim == 3 and len(targets) != len(x):
+        raise InputError(f"per-image targets for {len(targets)} images, but {len(x)} images were given")
     maps, scores = spec.fn(model, x, targets, departures=departures, **options)
     scores_original = None
     if departures.any and original is not None:

@@ -7,7 +7,7 @@ import torch
 from ..departures import FAITHFUL, Departures
 from ..maps import to_grid
 from ..trace import trace_vision
-from .base import cosine_cotangents, cosine_scores
+from .base import cosine_cotangents, cosine_scores, n_targets
 
 #: Targets differentiated together in one batched backward pass (bounds memory).
 TARGET_CHUNK = 16
@@ -26,13 +26,13 @@ def gae(model, images: torch.Tensor, targets: torch.Tensor, *, departures: Depar
         attns = [b.attn for b in blocks]
         cot = cosine_cotangents(tr.embedding, targets) * logit_scale  # (K, B, E)
         grads: list[list[torch.Tensor]] = [[] for _ in blocks]
-        for start in range(0, len(targets), TARGET_CHUNK):
+        for start in range(0, cot.shape[0], TARGET_CHUNK):
             chunk = torch.autograd.grad(tr.embedding, attns, cot[start:start + TARGET_CHUNK],
                                         retain_graph=True, is_grads_batched=True)
             for store, g in zip(grads, chunk):
                 store.append(g)
     b, _, t, _ = attns[0].shape
-    relevance = torch.eye(t, dtype=tr.embedding.dtype).expand(len(targets), b, t, t)
+    relevance = torch.eye(t, dtype=tr.embedding.dtype).expand(n_targets(targets), b, t, t)
     for attn, grad in zip(attns, grads):
         cam = (torch.cat(grad) * attn.detach()).clamp_min(0).mean(2)  # (K, B, T, T)
         relevance = relevance + cam @ relevance

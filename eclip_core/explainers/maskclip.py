@@ -21,6 +21,7 @@ def maskclip(model, images: torch.Tensor, targets: torch.Tensor, *,
     with torch.no_grad():
         tr = trace.trace_vision(model, images, departures, record="last")
         dense = trace.value_embeddings(model, trace.merge_heads(tr.blocks[-1].v)[:, 1:])
-        maps = unit(dense) @ targets.to(dense.dtype).T  # (B, N, K)
+        t = targets.to(dense.dtype)
+        maps = torch.einsum("bne,bke->bnk", unit(dense), t) if t.ndim == 3 else unit(dense) @ t.T  # (B, N, K)
     assert tr.grid is not None
     return to_grid(maps.transpose(1, 2), tr.grid), cosine_scores(tr.embedding, targets)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -10,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .. import trace
 from ..departures import FAITHFUL, Departures
-from .base import cosine_scores, unit
+from .base import cosine_scores, per_image, unit
 
 
 def rise_masks(n: int, size: tuple[int, int], cells: int, keep: float,
@@ -51,19 +52,20 @@ def rise(model, images: torch.Tensor, targets: torch.Tensor, *, departures: Depa
     masks = rise_masks(n_masks, (images.shape[-2], images.shape[-1]), cells, keep, generator).to(images)
     patch = trace.patch_size(model)
     grid = (images.shape[-2] // patch[0], images.shape[-1] // patch[1])
-    t = targets.to(images.dtype)
+    t = per_image(targets.to(images.dtype), len(images))
 
     def embed(batch: torch.Tensor) -> torch.Tensor:
         if departures.any:
             return trace.trace_vision(model, batch, departures, record="last").embedding
         return model.encode_image(batch)
 
-    def score(batch: torch.Tensor) -> torch.Tensor:
-        return unit(embed(batch)) @ t.T
+    def score(batch: torch.Tensor, image_targets: torch.Tensor) -> torch.Tensor:
+        return unit(embed(batch)) @ image_targets.T
 
     with torch.no_grad():
-        saliency = [rise_saliency(score, image, masks, keep, batch_size)
-                    for image in tqdm(images, desc="RISE", disable=not progress, leave=False)]
+        saliency = [rise_saliency(functools.partial(score, image_targets=tb), image, masks, keep, batch_size)
+                    for image, tb in tqdm(list(zip(images, t)), desc="RISE", disable=not progress,
+                                          leave=False)]
         maps = F.adaptive_avg_pool2d(torch.stack(saliency), grid)
         scores = cosine_scores(embed(images), targets)
     return maps, scores
