@@ -212,6 +212,7 @@ def _target_maps(bundle, spec: Spec, items: Sequence[Item], images: torch.Tensor
 def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str] | None = None,
              *, texts: Sequence[str] | None = None, options: dict[str, dict[str, Any]] | None = None,
              steps: int = DEFAULT_STEPS, protocol: str = "ours", baseline: str | None = None,
+             ties: str | None = None,
              seed: int = 0, rise_masks: int = 500, batch_size: int = 50, curve_batch: int | None = None,
              curves: Sequence[str] = ("deletion", "insertion"), timing: bool = True,
              progress: bool = False) -> Evaluation:
@@ -223,7 +224,7 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
     distinct targets); every target must be among them. ``options``: per method spec,
     options for ``explain`` (default: :func:`method_options` with ``rise_masks`` and
     ``seed``). Deletion / insertion follow ``protocol`` and ``baseline``
-    (:func:`~eclip_core.metrics.perturbation_curves`) on the original model's own input;
+    and ``ties`` (:func:`~eclip_core.metrics.perturbation_curves`) on the original model's own input;
     pointing game and energy need a mask. ``curves``: which perturbation curves to measure
     (``()``: localisation only, no forward pass per perturbation). ``timing``: measure the
     cost against one forward pass of the same items.
@@ -268,7 +269,7 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
                                            batch_size, timing, progress)
         results = {kind: perturbation_curves(model, images, maps, targets, target_idx, kind=kind,
                                              preprocess=preprocess, steps=steps, protocol=protocol, seed=seed,
-                                             batch_size=curve_batch, baseline=baseline)
+                                             batch_size=curve_batch, baseline=baseline, ties=ties)
                    for kind in curves}
         if results:
             first = next(iter(results.values()))
@@ -287,8 +288,9 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
     notes = [DELETION_DIRECTION + "; " + INSERTION_DIRECTION, "pointing_game, energy_in_mask: higher is better"]
     if results:
         curve = next(iter(results.values()))[0]
+        order = ties or ("raster" if protocol == "ours" else "random")
         notes.append(f"curves: protocol={protocol}, baseline={curve.baseline}, {len(curve.fractions)} points, "
-                     f"ties in {'raster' if protocol == 'ours' else 'random'} order, original model on its own input")
+                     f"ties in {order} order (seed {seed}), original model on its own input")
     notes.append(f"zero-shot top-1 over {len(texts)} texts")
     if timing:
         notes.append(f"cost_ratio: explain time / one forward pass of the same images "

@@ -75,3 +75,54 @@ def one_head_logits(width: int = 4, heads: int = 2):
     per_head = [sum(q[c] * k[c] for c in range(h * d, (h + 1) * d)) / sp.sqrt(d) for h in range(heads)]
     one_head = sum(q[c] * k[c] for c in range(width)) / sp.sqrt(width)
     return per_head, one_head
+
+
+# ----------------------------------------------------------------------------- symbolic sizes
+
+
+@dataclass
+class GeneralDerivation:
+    """The equivalence for symbolic sizes: N tokens, H heads, C channels per head.
+
+    Indexed symbols: ``A[h, j]`` the CLS row of head h's attention probabilities, ``v[j, h, c]``
+    token j's value in channel c of head h, ``w[h, c] = dS/do_{h,c}`` the gradient of an
+    arbitrary differentiable score S of the CLS attention output ``o``, ``lambda[i]`` the
+    loosened term (1 without it). Each field is one step of the derivation.
+    """
+
+    output: sp.Expr  # o_{h,c} = sum_j A[h,j] v[j,h,c]
+    d_output: sp.Expr  # d o_{h,c} / d A[g,i], the sum over j done
+    d_score: sp.Expr  # dS/dA[g,i] = sum_{h,c} w[h,c] d o_{h,c}/dA[g,i]  (the chain rule)
+    attention_eclip: sp.Expr  # lambda_i * sum_g dS/dA[g,i], the sum over g done
+    grad_eclip: sp.Expr  # lambda_i * sum_{h,c} w[h,c] v[i,h,c]
+    residual: sp.Expr  # grad_eclip - attention_eclip, simplified
+
+
+def _sum_kronecker(expr: sp.Expr, index: sp.Symbol, low, high, within: sp.Expr) -> sp.Expr:
+    """Sum ``expr`` over ``index`` in [low, high] and use that ``within`` holds (the free index
+    lies in the same range) to drop the Piecewise the sum over a Kronecker delta leaves."""
+    return sp.refine(sp.Sum(expr, (index, low, high)).doit(), within)
+
+
+def general_equivalence(loosened: bool = True, control: bool = False) -> GeneralDerivation:
+    """Grad-ECLIP minus Attention-ECLIP at token i for symbolic N, H, C (``residual`` is 0).
+
+    ``control=True`` pairs the gradient with token i+1's values in Grad-ECLIP, a false claim
+    whose residual must not vanish.
+    """
+    N, H, C = sp.symbols("N H C", integer=True, positive=True)
+    i, j, g, h, c = sp.symbols("i j g h c", integer=True, nonnegative=True)
+    A, v, w, lam = sp.IndexedBase("A"), sp.IndexedBase("v"), sp.IndexedBase("w"), sp.IndexedBase("lambda")
+    weight = lam[i] if loosened else sp.Integer(1)
+    output = sp.Sum(A[h, j] * v[j, h, c], (j, 0, N - 1))
+    # d/dA[g,i] of the sum over j: KroneckerDelta(g,h) KroneckerDelta(i,j) v[j,h,c], summed over j
+    summand = sp.diff(output, A[g, i]).function
+    d_output = _sum_kronecker(summand, j, 0, N - 1, sp.Q.le(i, N - 1))
+    d_score = sp.Sum(w[h, c] * d_output, (c, 0, C - 1), (h, 0, H - 1))
+    # Attention-ECLIP sums dS/dA[g,i] over the heads g; the finite sums commute, so the sum
+    # over g is done first, inside: sum_g KroneckerDelta(g, h) = 1 for h in [0, H-1]
+    over_heads = _sum_kronecker(d_score.function, g, 0, H - 1, sp.Q.le(h, H - 1))
+    attention = weight * sp.Sum(over_heads, *d_score.limits)
+    token = i + 1 if control else i
+    grad = weight * sp.Sum(w[h, c] * v[token, h, c], (c, 0, C - 1), (h, 0, H - 1))
+    return GeneralDerivation(output, d_output, d_score, attention, grad, sp.simplify(grad - attention))

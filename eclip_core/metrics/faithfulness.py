@@ -54,7 +54,12 @@ from .registry import metric
 
 DELETION_DIRECTION = "deletion: lower is better"
 INSERTION_DIRECTION = "insertion: higher is better"
-BASELINES = ("uniform", "blur", "mean", "black")
+BASELINES = ("uniform", "blur", "mean", "black", "road")
+TIES = ("raster", "random")
+#: ROAD's imputation weights: direct neighbours 1/6, diagonal ones 1/12 (Rong et al. 2022).
+ROAD_KERNEL = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
+ROAD_ITERATIONS = 24
+ROAD_NOISE = 0.01  # std of the Gaussian noise added to imputed pixels, in [0, 1] colour units
 PROTOCOLS = ("ours", "published")
 DEFAULT_STEPS = 16  # "ours": 17 points, 1/16 of the input's pixels per step
 PUBLISHED_PIXELS_DIVISOR = 200  # area / 200 pixels per step
@@ -203,11 +208,51 @@ def _baseline_pixels(kind: str, pixels: torch.Tensor, mean: torch.Tensor, seed: 
     raise InputError(f"baseline must be one of {BASELINES}, got {kind!r}")
 
 
+def _coarse_fill(pixels: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """A first guess for the removed pixels: the mean of the kept pixels in the finest
+    power-of-two cell (up to the whole image) that holds any, so Jacobi starts close."""
+    h, w = pixels.shape[-2:]
+    fill = (pixels * kept).sum((2, 3), keepdim=True) / kept.sum((2, 3), keepdim=True).clamp_min(1)
+    fill = fill.expand_as(pixels)
+    cell = 1 << max(0, (min(h, w) - 1).bit_length() - 1)
+    while cell >= 2:
+        total = F.avg_pool2d(pixels * kept, cell, ceil_mode=True)
+        count = F.avg_pool2d(kept, cell, ceil_mode=True)
+        local = F.interpolate(total / count.clamp_min(1e-12), size=(h, w), mode="nearest")
+        has = F.interpolate(count, size=(h, w), mode="nearest") > 0
+        fill = torch.where(has, local, fill)
+        cell //= 2
+    return fill
+
+
+def road_impute(pixels: torch.Tensor, removed: torch.Tensor, seed: int = 0,
+                iterations: int = ROAD_ITERATIONS, noise: float = ROAD_NOISE) -> torch.Tensor:
+    """ROAD's noisy linear imputation (Rong et al., ICML 2022): every removed pixel becomes the
+    weighted mean of its 8 neighbours (:data:`ROAD_KERNEL`), the kept pixels fixed, plus Gaussian
+    noise. ``pixels``: (N, 3, H, W) in [0, 1]; ``removed``: (N, 1, H, W) booleans. The linear
+    system is solved approximately: ``iterations`` Jacobi sweeps from a coarse-to-fine fill."""
+    dtype = pixels.dtype
+    work = pixels.float()  # the stencil in float32: the noise dwarfs its round-off
+    removed = removed.expand_as(work)
+    h, w = work.shape[-2:]
+    x = torch.where(removed, _coarse_fill(work, (~removed).float()), work)
+    weights = [(float(ROAD_KERNEL[dy, dx]), dy, dx) for dy in range(3) for dx in range(3) if ROAD_KERNEL[dy, dx]]
+    for _ in range(iterations):
+        padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        smooth = sum(weight * padded[..., dy:dy + h, dx:dx + w] for weight, dy, dx in weights)
+        x = torch.where(removed, smooth, work)
+    x = x.to(dtype)
+    generator = torch.Generator().manual_seed(seed + 104729)
+    jitter = torch.randn(pixels.shape, generator=generator, dtype=torch.float64).to(pixels.dtype) * noise
+    return torch.where(removed.expand_as(pixels), (x + jitter).clamp(0, 1), pixels)
+
+
 def perturbation_curves(model, images: torch.Tensor, saliencies, targets, target_indices, *,
                         kind: str = "deletion", preprocess=None, tokenizer=None,
                         steps: int = DEFAULT_STEPS,
                         baseline: str | None = None, protocol: str = "ours", seed: int = 0,
-                        batch_size: int = 64, blur_sigma: float | None = None) -> list[CurveResult]:
+                        batch_size: int = 64, blur_sigma: float | None = None,
+                        ties: str | None = None) -> list[CurveResult]:
     """Deletion or insertion curves of N images at once (the batched form of :func:`deletion_curve`).
 
     ``images``: (N, 3, H, W) preprocessed at the model's native size; ``saliencies``:
@@ -215,6 +260,9 @@ def perturbation_curves(model, images: torch.Tensor, saliencies, targets, target
     (K, E) tensor; ``target_indices``: N indices into the targets. All perturbed images
     of all N curves go through ``model.encode_image`` in batches of ``batch_size``
     (the forward pass is the unit of cost; ``CurveResult.forward_passes`` counts them).
+    ``baseline="road"`` imputes the removed pixels from the kept ones (:func:`road_impute`)
+    instead of pasting a colour. ``ties``: the order of equal saliencies, ``"raster"`` or a
+    seeded ``"random"`` one (default: raster for ``ours``, random for ``published``).
     """
     if kind not in ("deletion", "insertion"):
         raise InputError(f"kind must be 'deletion' or 'insertion', got {kind!r}")
@@ -245,10 +293,14 @@ def perturbation_curves(model, images: torch.Tensor, saliencies, targets, target
     mean, std = _mean_std(model, preprocess)
     m4, s4 = mean.reshape(1, 3, 1, 1), std.reshape(1, 3, 1, 1)
     pixels = images * s4 + m4  # un-normalise
-    # the replacement pixels, re-normalised
-    base = (_baseline_pixels(baseline, pixels, mean, seed, blur_sigma) - m4) / s4
+    ties = ties or ("random" if protocol == "published" else "raster")
+    if ties not in TIES:
+        raise InputError(f"ties must be one of {TIES}, got {ties!r}")
+    road = baseline == "road"
+    # the replacement pixels, re-normalised (ROAD imputes per perturbation instead)
+    base = images if road else (_baseline_pixels(baseline, pixels, mean, seed, blur_sigma) - m4) / s4
     images, base = images.to(dtype), base.to(dtype).contiguous()  # the model's dtype from here on
-    ranks = _ranks(sal, "random" if protocol == "published" else "raster", seed).reshape(n, 1, h, w)
+    ranks = _ranks(sal, ties, seed).reshape(n, 1, h, w)
     counts = torch.from_numpy(_schedule(h * w, steps, protocol))
     n_points = len(counts)
 
@@ -261,7 +313,10 @@ def perturbation_curves(model, images: torch.Tensor, saliencies, targets, target
         for start in range(0, len(pairs), batch_size):
             ci, si = pairs[start:start + batch_size].unbind(1)
             perturbed = ranks[ci] < counts[si].reshape(-1, 1, 1, 1)
-            if kind == "deletion":
+            if road:  # deletion removes the perturbed pixels; insertion all but them
+                removed = perturbed if kind == "deletion" else ~perturbed
+                x = ((road_impute(pixels[ci], removed, seed + start) - m4) / s4).to(dtype)
+            elif kind == "deletion":
                 x = torch.where(perturbed, base[ci], images[ci])
             else:
                 x = torch.where(perturbed, images[ci], base[ci])
