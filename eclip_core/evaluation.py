@@ -192,9 +192,11 @@ def _target_maps(bundle, spec: Spec, items: Sequence[Item], images: torch.Tensor
                  target_idx: list[int], options: dict[str, Any], batch_size: int,
                  timing: bool, progress: bool) -> tuple[list[torch.Tensor], float]:
     """Each item's map of its own target: the targets are paired with the images, so each
-    image costs its own target only."""
-    keep_size = METHODS[spec.name].check(spec.mode, options).keep_size
-    own = targets[target_idx][:, None]  # (N, 1, E)
+    image costs its own target only (a method whose maps depend on the set of prompts is
+    given every text, and each image's map of its own target is kept)."""
+    method = METHODS[spec.name]
+    keep_size = method.check(spec.mode, options).keep_size
+    own = targets if method.prompt_set else targets[target_idx][:, None]  # (K, E) or (N, 1, E)
     if timing:  # untimed warm-up: one-time costs are not the method's cost per image
         explain(bundle, [items[0].image] if keep_size else images[:1], own[:1], spec.name, spec.mode, **options)
     maps: list[torch.Tensor] = []
@@ -203,9 +205,10 @@ def _target_maps(bundle, spec: Spec, items: Sequence[Item], images: torch.Tensor
                             disable=not progress, leave=False):
         x = [it.image for it in items[start:stop]] if keep_size else images[start:stop]
         began = time.perf_counter()
-        e = explain(bundle, x, own[start:stop], spec.name, spec.mode, **options)
+        e = explain(bundle, x, own if method.prompt_set else own[start:stop], spec.name, spec.mode, **options)
         seconds += time.perf_counter() - began
-        maps += list(e.maps.detach().cpu()[:, 0])
+        batch = e.maps.detach().cpu()
+        maps += [batch[i, target_idx[start + i] if method.prompt_set else 0] for i in range(stop - start)]
     return maps, seconds
 
 

@@ -128,6 +128,26 @@ def load_model(name: str | None = None, pretrained: str | Path | None = None,
     return LoadedModel(_to_device(model, device), preprocess, tokenizer)
 
 
+def random_clip(vision: dict[str, Any], *, embed_dim: int = 16, seed: int = 0, perturb: float = 0.2,
+                dtype: torch.dtype = torch.float64) -> torch.nn.Module:
+    """A small random-init open_clip CLIP with image tower ``vision`` (open_clip's
+    ``vision_cfg``: ``image_size``, ``patch_size``, ``width``, ``layers``, ``head_width``,
+    ...) and a one-block text tower, in eval mode. Every 1-D parameter (biases, norm
+    weights) is moved from its 0 / 1 init by N(0, ``perturb``^2), so that no identity
+    norm or zero bias makes two computations agree by accident. The global RNG is left as it was.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = open_clip.CLIP(embed_dim=embed_dim, vision_cfg=dict(vision),
+                               text_cfg=dict(context_length=8, vocab_size=64, width=16, heads=1, layers=1))
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.ndim == 1:
+                    p.add_(perturb * torch.randn_like(p))
+    vision_tower(model)
+    return model.to(dtype).eval()
+
+
 def _to_device(model: torch.nn.Module, device) -> torch.nn.Module:
     try:
         return model.to(device).eval()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import CLIP
 from open_clip.transformer import ResidualAttentionBlock, TextTransformer, VisionTransformer
 
@@ -296,14 +297,23 @@ def interpolate_pos_embedding(visual: VisionTransformer, grid: tuple[int, int]) 
     return torch.cat([pos[:1], patch.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)])
 
 
+def _patches(visual: VisionTransformer, images: torch.Tensor):
+    """(B, N, D) patch embeddings (``conv1``, row-major) and the grid."""
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))
+    return x.flatten(2).transpose(1, 2), tuple(x.shape[-2:])
+
+
+def _first_input(visual: VisionTransformer, patches: torch.Tensor, grid) -> torch.Tensor:
+    """Class token prepended, positional embeddings added, ``ln_pre``: the first block's input."""
+    cls = visual.class_embedding.to(patches.dtype).expand(patches.shape[0], 1, -1)
+    x = torch.cat([cls, patches], dim=1) + interpolate_pos_embedding(visual, grid).to(patches.dtype)
+    return visual.ln_pre(x)
+
+
 def embed_images(visual: VisionTransformer, images: torch.Tensor):
     """Patch + class + positional embeddings, then ``ln_pre``: the first block's input."""
-    x = visual.conv1(images.to(visual.conv1.weight.dtype))
-    grid = tuple(x.shape[-2:])
-    x = x.flatten(2).transpose(1, 2)
-    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-    x = torch.cat([cls, x], dim=1) + interpolate_pos_embedding(visual, grid).to(x.dtype)
-    return visual.ln_pre(x), grid
+    patches, grid = _patches(visual, images)
+    return _first_input(visual, patches, grid), grid
 
 
 def _readout(visual: VisionTransformer, y: torch.Tensor) -> torch.Tensor:
@@ -374,6 +384,115 @@ def _run_unrecorded(transformer, blocks, x: torch.Tensor) -> torch.Tensor:
     for block in blocks:
         x = block(x)
     return x if batch_first else x.transpose(0, 1)
+
+
+# ----------------------------------------------------------------------------- the zoo's accessors
+
+
+def readout(model, tokens: torch.Tensor) -> torch.Tensor:
+    """``ln_post`` then the projection, on (..., D) tokens: how the model reads its CLS token."""
+    return _readout(vision_tower(model), tokens)
+
+
+def input_normalisation(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel of the model's preprocess: its declared ``preprocess_cfg``,
+    else open_clip's default (the OpenAI CLIP constants)."""
+    cfg = preprocess_config(model) or {}
+    return tuple(cfg.get("mean", OPENAI_DATASET_MEAN)), tuple(cfg.get("std", OPENAI_DATASET_STD))
+
+
+def patch_embeddings(model, images: torch.Tensor) -> torch.Tensor:
+    """(B, N, D): each patch through ``conv1``, before the class token and positions."""
+    check_images(model, images)
+    return _patches(vision_tower(model), images)[0]
+
+
+def embedding_from_patches(model, patches: torch.Tensor) -> torch.Tensor:
+    """(B, E) image embedding from (B, N, D) patch embeddings at the model's own grid:
+    class token, positions, ``ln_pre``, the blocks' own forward, ``ln_post``, projection."""
+    visual = vision_tower(model)
+    x = _first_input(visual, patches, grid_size(model))
+    return _readout(visual, _run_unrecorded(visual.transformer, visual.transformer.resblocks, x)[:, 0])
+
+
+def surgery_patch_embeddings(model, tr: Trace, n_blocks: int) -> torch.Tensor:
+    """(B, N, E) patch tokens of CLIP Surgery's second path (Li et al. 2023), read out.
+
+    From the input of the first of the last ``n_blocks`` blocks a second residual stream
+    runs beside the model's: in each of those blocks it adds ``out_proj`` of value-value
+    attention ``softmax(v v^T / sqrt(d)) v`` per head, with the values the original
+    path computes there (from ``ln_1`` of the original stream), and no MLP. Its patch
+    tokens then go through ``ln_post`` and the projection. ``tr`` must record every block.
+    """
+    visual = vision_tower(model)
+    blocks = visual.transformer.resblocks
+    if not 1 <= n_blocks <= len(blocks) or len(tr.blocks) != len(blocks):
+        raise InputError(f"surgery needs a full trace and 1..{len(blocks)} blocks, got {n_blocks}")
+    x = tr.blocks[-n_blocks].x_in
+    for block, rec in zip(list(blocks)[-n_blocks:], tr.blocks[-n_blocks:]):
+        x = x + block.ls_1(block.attn.out_proj(merge_heads(attention_probs(rec.v, rec.v) @ rec.v)))
+    return _readout(visual, x[:, 1:])
+
+
+@dataclass
+class ResidualTerms:
+    """What wrote the last block's CLS output, term by term (B batch, L blocks, H heads, T tokens):
+
+    ``x_L[CLS] = embedding + sum(heads) + sum(biases) + sum(mlps)`` (exactly, up to round-off).
+    """
+
+    embedding: torch.Tensor  # (B, D) the first block's CLS input (class + position, ln_pre)
+    heads: torch.Tensor  # (B, L, H, T, D) ls_1(A^h[CLS, i] W_O^h v^h_i): head h reading token i
+    biases: torch.Tensor  # (L, D) ls_1(b_O), the attention output bias
+    mlps: torch.Tensor  # (B, L, D) each block's MLP output at CLS
+
+
+def cls_head_terms(model, tr: Trace, index: int) -> torch.Tensor:
+    """(B, H, T, D): what head h of block ``index``, reading token i, adds to the CLS residual."""
+    block = vision_tower(model).transformer.resblocks[index]
+    rec = tr.blocks[index]
+    w = block.attn.out_proj.weight.unflatten(1, (rec.heads, rec.v.shape[-1]))  # (D, H, d)
+    return block.ls_1(torch.einsum("bhid,ehd->bhie", rec.v, w) * rec.attn[:, :, 0, :, None])
+
+
+def cls_residual_terms(model, tr: Trace) -> ResidualTerms:
+    """The CLS residual stream of a full trace split into its terms (see :class:`ResidualTerms`)."""
+    blocks = vision_tower(model).transformer.resblocks
+    if len(tr.blocks) != len(blocks):
+        raise InputError("the residual terms need a trace that records every block")
+    biases, mlps = [], []
+    for block, rec in zip(blocks, tr.blocks):
+        bias = block.attn.out_proj.bias
+        biases.append(block.ls_1(bias if bias is not None else torch.zeros_like(rec.x_in[0, 0])))
+        y = rec.x_in[:, 0] + block.ls_1(block.attn.out_proj(rec.attn_out[:, 0]))
+        mlps.append(block.ls_2(block.mlp(block.ln_2(y))))
+    heads = torch.stack([cls_head_terms(model, tr, i) for i in range(len(blocks))], 1)
+    return ResidualTerms(tr.blocks[0].x_in[:, 0], heads, torch.stack(biases), torch.stack(mlps, 1))
+
+
+def frozen_readout(model, x_cls: torch.Tensor):
+    """The readout with ``ln_post``'s mean and std taken from ``x_cls`` (B, D) as constants.
+
+    Returns ``(linear, bias)``: ``linear(r)`` maps residual terms (B, ..., D) to
+    ``proj(gamma * (r - mean_c r) / sigma)`` (B, ..., E), linear in ``r``; ``bias`` is
+    ``proj(beta)`` (E,). ``linear(x_cls) + bias`` is the image embedding.
+    """
+    visual = vision_tower(model)
+    ln = visual.ln_post
+    if not isinstance(ln, torch.nn.LayerNorm):
+        raise UnsupportedModelError(f"ln_post is {type(ln).__name__}, not a LayerNorm")
+    sigma = (x_cls.var(-1, unbiased=False, keepdim=True) + ln.eps).sqrt()  # (B, 1)
+    weight = ln.weight if ln.weight is not None else torch.ones_like(x_cls[0])
+    beta = ln.bias if ln.bias is not None else torch.zeros_like(x_cls[0])
+
+    def project(r: torch.Tensor) -> torch.Tensor:
+        return r @ visual.proj if visual.proj is not None else r
+
+    def linear(r: torch.Tensor) -> torch.Tensor:
+        s = sigma.reshape(len(sigma), *[1] * (r.ndim - 2), 1)
+        return project((r - r.mean(-1, keepdim=True)) / s * weight)
+
+    return linear, project(beta)
 
 
 # ----------------------------------------------------------------------------- text

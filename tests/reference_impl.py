@@ -431,3 +431,159 @@ def text_eclip(model, tokens, targets, *, route: str, mode: str = "faithful",
     maps = torch.where(sums > 0, maps / sums, maps)
     scores = F.cosine_similarity(embedding.detach()[:, None], t[None], dim=-1)
     return maps, scores
+
+
+# ----------------------------------------------------------------------------- the zoo
+
+
+def blocks_by_hand(model, images):
+    """Every vision block redone by hand from the input of the first (captured from
+    ``encode_image``), checked against the model's own embedding; the per-block records."""
+    visual = model.visual
+    inputs, own = all_block_inputs(model, images)
+    x, recs = inputs[0], []
+    for block in visual.transformer.resblocks:
+        rec = block_by_hand(block, x)
+        recs.append(rec)
+        x = rec["out"]
+    torch.testing.assert_close(image_embedding_from_tokens(visual, x), own, rtol=1e-9, atol=1e-12)
+    return recs, own
+
+
+def legrad(model, images, targets, *, n_blocks: int, pooling: str = "cls"):
+    """(maps (B, K, gh, gw), scores (B, K)): for each of the last ``n_blocks`` hand-written
+    blocks, the embedding ln_post(pooled output) @ proj (pooled: the CLS token, or the mean
+    of every token), its cosine with one target at a time, autograd w.r.t. each head's
+    probabilities, ReLU, mean over heads and query rows, CLS column dropped; summed over
+    the blocks, then each map min-maxed by hand."""
+    visual = model.visual
+    t = targets.to(images.dtype)
+    b, k = len(images), len(targets)
+    with torch.enable_grad():
+        recs, _ = blocks_by_hand(model, images)
+        used = recs[len(recs) - n_blocks:]
+        embeddings = [visual.ln_post(r["out"][:, 0] if pooling == "cls" else r["out"].mean(dim=1)) @ visual.proj
+                      for r in used]
+        total = torch.zeros(b, k, recs[0]["out"].shape[1] - 1, dtype=images.dtype)
+        for j in range(k):
+            for rec, embedding in zip(used, embeddings):
+                score = F.cosine_similarity(embedding, t[j:j + 1], dim=-1).sum()
+                grads = torch.autograd.grad(score, rec["probs"], retain_graph=True)  # per head (B, T, T)
+                positive = sum(torch.relu(g) for g in grads) / len(grads)  # mean over heads
+                total[:, j] += positive.mean(dim=1)[:, 1:].detach()  # mean over query rows, CLS column dropped
+    maps = torch.empty_like(total)
+    for i in range(b):
+        for j in range(k):
+            row = total[i, j]
+            maps[i, j] = (row - row.min()) / (row.max() - row.min())
+    scores = F.cosine_similarity(embeddings[-1].detach()[:, None], t[None], dim=-1)
+    return to_grid(maps, grid_of(model, images)), scores
+
+
+def direct_contributions(model, images, targets, *, n_blocks: int):
+    """(B, K, gh, gw): for each of the last ``n_blocks`` hand-written blocks, head h and patch i,
+    the term A^h[CLS, i] (v^h_i @ W_O^h^T) through ls_1, centred over channels, scaled by
+    ln_post's weight over its std at the final CLS token, @ proj; dotted with the unit target
+    and divided by |encode_image|. Loops over blocks, heads and patches."""
+    visual = model.visual
+    blocks = visual.transformer.resblocks
+    t = targets.to(images.dtype)
+    with torch.no_grad():
+        recs, own = blocks_by_hand(model, images)
+        final = recs[-1]["out"][:, 0]
+        sigma = torch.sqrt(final.var(dim=-1, unbiased=False) + visual.ln_post.eps)[:, None]
+        n_tok = recs[0]["out"].shape[1]
+        maps = torch.zeros(len(images), len(targets), n_tok - 1, dtype=images.dtype)
+        for index in range(len(blocks) - n_blocks, len(blocks)):
+            block, rec = blocks[index], recs[index]
+            heads = len(rec["probs"])
+            width = final.shape[-1] // heads
+            for h in range(heads):
+                cols = slice(h * width, (h + 1) * width)
+                w_h = block.attn.out_proj.weight[:, cols]
+                for i in range(1, n_tok):
+                    write = block.ls_1(rec["probs"][h][:, 0, i, None] * (rec["v"][:, i, cols] @ w_h.T))
+                    centred = write - write.mean(dim=-1, keepdim=True)
+                    c = (visual.ln_post.weight * centred / sigma) @ visual.proj  # (B, E)
+                    maps[:, :, i - 1] += (c @ t.T) / own.norm(dim=-1)[:, None]
+    return to_grid(maps, grid_of(model, images))
+
+
+def clip_surgery(model, images, targets, *, n_blocks: int, weighted: bool = False):
+    """(B, K, gh, gw), as the public CLIP Surgery code computes it: from the input of the first
+    surgery block a second stream adds, per block, out_proj of per-head softmax(v v^T / sqrt(d)) v
+    (v from the hand-written original block) and no MLP; its patch tokens through ln_post and
+    proj, normalised; feature surgery by element-wise products f_i * t_k (optionally weighted by
+    softmax(2 cos(encode_image, t)) / its mean), minus their mean over the K classes, summed."""
+    visual = model.visual
+    blocks = visual.transformer.resblocks
+    t = targets.to(images.dtype)
+    with torch.no_grad():
+        recs, own = blocks_by_hand(model, images)
+        first = len(blocks) - n_blocks
+        x = recs[first - 1]["out"] if first > 0 else all_block_inputs(model, images)[0][0]
+        for block, rec in zip(list(blocks)[first:], recs[first:]):
+            heads = len(rec["probs"])
+            width = x.shape[-1] // heads
+            outs = []
+            for h in range(heads):
+                v = rec["v"][..., h * width:(h + 1) * width]
+                outs.append(torch.softmax(v @ v.transpose(1, 2) / math.sqrt(width), dim=-1) @ v)
+            o = torch.cat(outs, dim=-1)
+            x = x + block.ls_1(F.linear(o, block.attn.out_proj.weight, block.attn.out_proj.bias))
+        f = visual.ln_post(x[:, 1:]) @ visual.proj
+        f = f / f.norm(dim=-1, keepdim=True)
+        feats = f[:, :, None, :] * t[None, None]  # (B, N, K, E)
+        if weighted:
+            prob = (2 * F.cosine_similarity(own[:, None], t[None], dim=-1)).softmax(dim=-1)  # (B, K)
+            feats = feats * (prob / prob.mean(dim=-1, keepdim=True))[:, None, :, None]
+        maps = (feats - feats.mean(dim=2, keepdim=True)).sum(dim=-1)  # (B, N, K)
+    return to_grid(maps.transpose(1, 2), grid_of(model, images))
+
+
+def black(images, mean=None, std=None):
+    """The black image in the normalised input space, (0 - mean) / std, with open_clip's
+    default normalisation unless given."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    mean = torch.tensor(mean or OPENAI_DATASET_MEAN, dtype=images.dtype)[:, None, None]
+    std = torch.tensor(std or OPENAI_DATASET_STD, dtype=images.dtype)[:, None, None]
+    return (-mean / std).expand_as(images[0]).expand_as(images).clone()
+
+
+def integrated_gradients(model, images, targets, baseline, steps: int):
+    """(B, K, gh, gw): integrated gradients in *pixel* space from the baseline image, right
+    Riemann sum, gradients of the cosine through ``encode_image`` one step and one target at a
+    time; (x - x0) * mean gradient, summed over the channels and the pixels of each patch."""
+    ph, pw = model.visual.patch_size
+    gh, gw = grid_of(model, images)
+    t = targets.to(images.dtype)
+    acc = torch.zeros(len(targets), *images.shape, dtype=images.dtype)
+    for step in range(1, steps + 1):
+        point = (baseline + step / steps * (images - baseline)).requires_grad_(True)
+        with torch.enable_grad():
+            embedding = model.encode_image(point)
+            for j in range(len(targets)):
+                score = F.cosine_similarity(embedding, t[j:j + 1], dim=-1).sum()
+                acc[j] += torch.autograd.grad(score, point, retain_graph=True)[0]
+    pixels = ((images - baseline)[None] * acc / steps).sum(dim=2)  # (K, B, H, W)
+    return pixels.reshape(len(targets), len(images), gh, ph, gw, pw).sum(dim=(3, 5)).transpose(0, 1)
+
+
+def occlusion(model, images, targets, baseline):
+    """(B, K, gh, gw): cos(encode_image(x), t) - cos(encode_image(x with patch (r, c) set to
+    the baseline), t), one patch and one image at a time."""
+    ph, pw = model.visual.patch_size
+    gh, gw = grid_of(model, images)
+    t = targets.to(images.dtype)
+    out = torch.zeros(len(images), len(targets), gh, gw, dtype=images.dtype)
+    with torch.no_grad():
+        for i in range(len(images)):
+            full = F.cosine_similarity(model.encode_image(images[i:i + 1]), t, dim=-1)
+            for r in range(gh):
+                for c in range(gw):
+                    x = images[i:i + 1].clone()
+                    x[..., r * ph:(r + 1) * ph, c * pw:(c + 1) * pw] = baseline[i:i + 1, :, r * ph:(r + 1) * ph,
+                                                                                c * pw:(c + 1) * pw]
+                    out[i, :, r, c] = full - F.cosine_similarity(model.encode_image(x), t, dim=-1)
+    return out

@@ -85,7 +85,8 @@ def test_an_explainer_must_take_the_departures():
 def test_explanations_report_their_departures(vit_b16, images_224):
     faithful = ec.explain(vit_b16, images_224[:1], torch.ones(1, 512), method="grad_eclip")
     assert faithful.departures == ec.FAITHFUL and not faithful.departures.any
-    assert faithful.departures.describe() == "none"
+    assert faithful.departures.describe() == [] and faithful.describe(vit_b16) == []
+    assert faithful.departures.summary() == "none"
 
 
 @pytest.mark.parametrize("name", ["explain", "explain_text", "load_model", "trace_vision", "trace_text"])

@@ -334,3 +334,66 @@ def test_faithful_scores_are_the_models_cosine(tiny, images, tokenizer, method):
         t = tiny.encode_text(tokenizer(texts))
         expected = F.cosine_similarity(tiny.encode_image(images)[:, None], t[None], dim=-1)
     torch.testing.assert_close(got.scores, expected, rtol=0, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- the zoo
+
+
+@pytest.mark.parametrize("k", [3, 20], ids=["K3", "K20-two-chunks"])
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("n_blocks", [1, 2, 3])
+def test_legrad(tiny, images, n_blocks, pooling, k):
+    """Hand-written blocks, one target and one block at a time, autograd of each block's own
+    cosine w.r.t. each head's probabilities; the returned scores are the last block's."""
+    t = targets(k)
+    got = ec.explain(tiny, images, t, method="legrad", n_blocks=n_blocks, pooling=pooling)
+    expected, expected_scores = ref.legrad(tiny, images, t, n_blocks=n_blocks, pooling=pooling)
+    assert_maps_equal(got.maps, expected)
+    torch.testing.assert_close(got.scores, expected_scores, rtol=0, atol=1e-12)
+    torch.testing.assert_close(got.maps.amin((-1, -2)), torch.zeros(2, k, dtype=torch.float64))
+    if pooling == "cls":  # at the last block the score is the model's own cosine
+        torch.testing.assert_close(got.scores, model_scores(tiny, images, t), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_blocks", [1, 3])
+def test_direct_contributions(tiny, images, n_blocks):
+    """A loop over blocks, heads and patches on the hand-written blocks, ln_post's statistics
+    taken from the final CLS token by hand, divided by |encode_image|."""
+    t = targets(3)
+    got = ec.explain(tiny, images, t, method="direct_contributions", n_blocks=n_blocks)
+    assert_maps_equal(got.maps, ref.direct_contributions(tiny, images, t, n_blocks=n_blocks))
+    assert (got.maps < 0).any() and (got.maps > 0).any()  # no ReLU
+    torch.testing.assert_close(got.scores, model_scores(tiny, images, t), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n_blocks", [1, 2])
+def test_clip_surgery(tiny, images, n_blocks, weighted):
+    """The public code's dual path redone by hand (v-v attention per head, no MLP) and its
+    feature surgery by element-wise products; the scores stay the model's own."""
+    t = targets(4)
+    got = ec.explain(tiny, images, t, method="clip_surgery", n_blocks=n_blocks, weighted=weighted)
+    assert_maps_equal(got.maps, ref.clip_surgery(tiny, images, t, n_blocks=n_blocks, weighted=weighted))
+    torch.testing.assert_close(got.scores, model_scores(tiny, images, t), rtol=0, atol=1e-12)
+    torch.testing.assert_close(got.scores_original, got.scores, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("baseline", ["black", "mean"])
+def test_integrated_gradients_equal_pixel_space_ig_pooled_per_patch(tiny, images, baseline):
+    """Pixel-space IG through encode_image (one step, one target at a time), summed over the
+    channels and pixels of each patch, equals IG on the patch embeddings: conv1 is linear and
+    its patches do not overlap."""
+    t = targets(3)
+    got = ec.explain(tiny, images, t, method="integrated_gradients", steps=5, baseline=baseline, batch_size=4)
+    base = ref.black(images) if baseline == "black" else torch.zeros_like(images)
+    assert_maps_equal(got.maps, ref.integrated_gradients(tiny, images, t, base, steps=5))
+    torch.testing.assert_close(got.scores, model_scores(tiny, images, t), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("baseline", ["black", "mean"])
+def test_occlusion(tiny, images, baseline):
+    t = targets(3)
+    got = ec.explain(tiny, images, t, method="occlusion", baseline=baseline, batch_size=5)
+    base = ref.black(images) if baseline == "black" else torch.zeros_like(images)
+    assert_maps_equal(got.maps, ref.occlusion(tiny, images, t, base))
+    torch.testing.assert_close(got.scores, model_scores(tiny, images, t), rtol=0, atol=1e-12)

@@ -12,8 +12,9 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 
 from .. import maps as maps_
+from .. import trace
 from ..departures import FAITHFUL, Departures
-from ..errors import EclipError
+from ..errors import EclipError, InputError
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,13 @@ class Explanation:
     """Maps for B inputs and K targets, with the scores that were explained.
 
     ``maps``: (B, K, grid_h, grid_w) for the image branch, (B, K, tokens) for the text
-    branch. ``scores``: (B, K) cosine similarities of the forward pass the explainer
-    used. ``departures``: how that forward pass departs from the deployed model's
-    (:data:`~eclip_core.departures.FAITHFUL`: not at all). ``scores_original``: (B, K)
-    the original model's cosine on the model's own pipeline, where the explainer used
-    another forward pass.
+    branch. Together with them every explanation carries its certificate, which forward
+    pass it explained: ``scores``, (B, K) the quantity the method differentiated or
+    perturbed (a cosine, of the forward pass it used); ``departures``, how that pass
+    and the map's computation depart from the deployed model (:meth:`describe` in
+    words; :data:`~eclip_core.departures.FAITHFUL`: not at all); and, wherever
+    ``departures`` is not empty, ``scores_original``, (B, K) the deployed model's cosine
+    for the same images and targets through its own pipeline (``drift`` = the difference).
     """
 
     maps: torch.Tensor
@@ -38,6 +41,11 @@ class Explanation:
     input_size: tuple[int, int] | None = None
     token_mask: torch.Tensor | None = None  # (B, tokens) positions explained (text branch)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self, model=None) -> list[str]:
+        """Everything its forward pass did differently from the deployed model, in words
+        (``[]``: it explained the model itself); see :meth:`Departures.describe`."""
+        return self.departures.describe(model, input_size=self.input_size, branch=self.branch)
 
     @property
     def drift(self) -> torch.Tensor | None:
@@ -134,3 +142,18 @@ def check_finite(values: torch.Tensor, method: str, what: str = "map") -> torch.
         raise EclipError(f"{method} produced NaN or Inf values in its {what}: refusing to return "
                          f"them (check the model's weights and the input)")
     return values
+
+
+def explained_blocks(model, n_blocks: int | None, default: int) -> int:
+    """How many of the last vision blocks a method reads: ``n_blocks``, or ``default``; checked."""
+    depth = trace.depth(model)
+    n = default if n_blocks is None else n_blocks
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= depth:
+        raise InputError(f"n_blocks must be an integer in 1..{depth} (the model's blocks), got {n!r}")
+    return n
+
+
+def blocks_in_words(model, n_blocks: int) -> str:
+    """The last ``n_blocks`` vision blocks, numbered from 1: ``"block 12"``, ``"blocks 7–12"``."""
+    depth = trace.depth(model)
+    return f"block {depth}" if n_blocks == 1 else f"blocks {depth - n_blocks + 1}–{depth}"

@@ -47,8 +47,9 @@ def explain(model, images: Images, texts: Texts, method: str = "attention_eclip"
     """
     model, preprocess, tokenizer = unpack(model, preprocess, tokenizer)
     spec = get_method(method, mode)
-    departures = spec.check(mode, options)
+    spec.check(mode, options)
     trace.vision_tower(model)
+    departures = spec.departures(model, mode, options)  # the mode's and the method's own
     x, original = prepare_images(model, preprocess, images, departures)
     targets = (paired_text_targets(model, tokenizer, texts, len(x)) if is_paired(texts)  # type: ignore[arg-type]
                else text_targets(model, tokenizer, texts))
@@ -56,7 +57,7 @@ def explain(model, images: Images, texts: Texts, method: str = "attention_eclip"
         raise InputError(f"per-image targets for {len(targets)} images, but {len(x)} images were given")
     maps, scores = spec.fn(model, x, targets, departures=departures, **options)
     scores_original = None
-    if departures.any and original is not None:
+    if departures.any and original is not None:  # the certificate: the deployed model's own score
         with torch.no_grad():
             scores_original = cosine_scores(model.encode_image(original), targets)
     return Explanation(check_finite(maps.detach(), method), check_finite(scores.detach(), method, "scores"),
@@ -79,10 +80,14 @@ def explain_text(model, texts: str | Sequence[str], images: Images, method: str 
     assert spec.text_route is not None
     maps, scores, mask = text_eclip(model, tokens, targets, route=spec.text_route,
                                     departures=departures, **options)
+    scores_original = None
+    if departures.any:
+        with torch.no_grad():
+            scores_original = cosine_scores(model.encode_text(tokens), targets)
     words = [token_strings(tokenizer, row[m].tolist()) for row, m in zip(tokens, mask)]
     return Explanation(check_finite(maps, method), check_finite(scores, method, "scores"),
                        method, mode, departures, branch="text", token_mask=mask,
-                       extras={"tokens": tokens, "words": words})
+                       scores_original=scores_original, extras={"tokens": tokens, "words": words})
 
 
 __all__ = ["METHODS", "explain", "explain_text"]

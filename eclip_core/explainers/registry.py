@@ -24,13 +24,19 @@ import torch
 from ..departures import MODES, Departures, departures_for
 from ..errors import InputError
 from .attention import attention_rollout, raw_attention
+from .direct import direct_contributions
 from .eclip import QK_CHOICES, attention_eclip, grad_eclip, text_eclip
 from .gae import gae
 from .gradcam import gradcam
+from .legrad import POOLINGS, legrad, legrad_notes
 from .maskclip import maskclip
+from .perturbation import BASELINES, integrated_gradients, occlusion
 from .rise import rise
+from .surgery import clip_surgery, surgery_notes
 
 ExplainerFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+#: A method's own departures in words, from the model and its options (defaults filled in).
+NotesFn = Callable[[Any, dict[str, Any]], tuple[str, ...]]
 
 
 def keyword_options(fn: Callable[..., Any], skip: tuple[str, ...] = ("departures",)) -> dict[str, Any]:
@@ -53,7 +59,14 @@ def check_options(owner: str, declared: Mapping[str, Any], options: Mapping[str,
 
 @dataclass(frozen=True)
 class Method:
-    """An explainer: its function, what it is, its modes, its text route and option choices."""
+    """An explainer: its function, what it is, its modes, its text route and option choices.
+
+    ``notes``: where the method itself departs from the deployed model (for some options
+    or always), a function ``(model, options) -> words`` whose sentences are added to the
+    :class:`~eclip_core.departures.Departures` of every explanation it makes.
+    ``prompt_set``: its map of one text depends on the other texts given with it (CLIP
+    Surgery): an evaluation then gives it every text, never only each image's own.
+    """
 
     name: str
     fn: ExplainerFn
@@ -61,6 +74,8 @@ class Method:
     modes: tuple[str, ...] = ("faithful",)
     text_route: str | None = None  # route of the text branch, where the method has one
     choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    notes: NotesFn | None = None
+    prompt_set: bool = False
 
     def __post_init__(self) -> None:
         params = inspect.signature(self.fn).parameters
@@ -91,6 +106,14 @@ class Method:
         declared = self.text_options if text else self.options
         check_options(f"method {self.name!r}", declared, options, self.choices)
         return departures_for(mode)
+
+    def departures(self, model, mode: str, options: Mapping[str, Any]) -> Departures:
+        """Everything an explanation of ``model`` in ``mode`` with ``options`` departs by:
+        the mode's (:meth:`check`) and the method's own (:attr:`notes`)."""
+        departures = self.check(mode, options)
+        if self.notes is None:
+            return departures
+        return departures.with_notes(*self.notes(model, {**self.options, **options}))
 
 
 METHODS: dict[str, Method] = {}
@@ -165,3 +188,13 @@ register(Method("gae", gae, "Generic Attention Explainability (Chefer et al. 202
 register(Method("gradcam", gradcam, "Grad-CAM on the tokens entering the last block"))
 register(Method("maskclip", maskclip, "MaskCLIP-style dense similarity of value-path patch embeddings"))
 register(Method("rise", rise, "RISE: saliency from randomly masked forward passes"))
+register(Method("legrad", legrad, "LeGrad: positive gradients of per-block scores w.r.t. the attention, "
+                "last blocks summed, min-max", choices={"pooling": POOLINGS}, notes=legrad_notes))
+register(Method("direct_contributions", direct_contributions,
+                "direct contributions: each patch's head terms of the embedding (final norm frozen), last blocks"))
+register(Method("clip_surgery", clip_surgery, "CLIP Surgery: v-v attention path and feature surgery "
+                "(a modified network; maps relative to the prompts)", notes=surgery_notes, prompt_set=True))
+register(Method("integrated_gradients", integrated_gradients,
+                "integrated gradients on the patch embeddings from a black image", choices={"baseline": BASELINES}))
+register(Method("occlusion", occlusion, "occlusion: score drop with one patch replaced by black",
+                choices={"baseline": BASELINES}))
