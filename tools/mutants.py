@@ -100,10 +100,11 @@ MUTANTS = [
     Mutant("pos-embedding-bilinear", T,
            'mode="bicubic", align_corners=False)', 'mode="bilinear", align_corners=False)', REFERENCE),
     Mutant("patch-tokens-transposed", T,
-           "x = x.flatten(2).transpose(1, 2)", "x = x.transpose(2, 3).flatten(2).transpose(1, 2)",
+           "return x.flatten(2).transpose(1, 2), tuple(x.shape[-2:])",
+           "return x.transpose(2, 3).flatten(2).transpose(1, 2), tuple(x.shape[-2:])",
            FAITHFUL),
     Mutant("vision-without-ln_pre", T,
-           "return visual.ln_pre(x), grid", "return x, grid", FAITHFUL),
+           "    return visual.ln_pre(x)\n", "    return x\n", FAITHFUL),
     # the readout of every vision embedding (CLS path, Grad-CAM's, MaskCLIP's) in one place
     Mutant("vision-readout-without-ln_post", T, "y = visual.ln_post(y)", "y = y", FAITHFUL),
     Mutant("block-tail-without-ln_2", T,
