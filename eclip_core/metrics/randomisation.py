@@ -36,6 +36,7 @@ class CascadeStep:
     spearman: float
     pearson: float
     agreement: float
+    per_image: tuple[float, ...] = ()  # each image's Spearman correlation, mean over the targets
 
 
 def randomise_(model, names: Iterable[str], generator: torch.Generator) -> None:
@@ -91,8 +92,10 @@ def cascade(bundle, methods: Sequence[str], images, texts, *, seed: int = 0,
         for m in methods:
             maps = _explain_maps(twin_bundle, m, images, targets, options.get(m, {})) if step else trained[m]
             a, b = trained[m].flatten(2), maps.flatten(2)
-            out[m].append(CascadeStep(step, name, tuple(names), float(torch.as_tensor(spearman(a, b)).mean()),
-                                      float(torch.as_tensor(pearson(a, b)).mean()), agreement))
+            rho = torch.as_tensor(spearman(a, b))  # (B, K)
+            out[m].append(CascadeStep(step, name, tuple(names), float(rho.mean()),
+                                      float(torch.as_tensor(pearson(a, b)).mean()), agreement,
+                                      tuple(rho.mean(-1).tolist())))
     return out
 
 
