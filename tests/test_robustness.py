@@ -3,6 +3,7 @@
 Uses the embedded 64x64 model (8x8 patch grid) so the whole file stays fast.
 """
 
+import contextlib
 import copy
 import io
 import shutil
@@ -406,3 +407,54 @@ def test_no_network_without_a_pretrained_tag(monkeypatch, tmp_path, grid):
     _picture().save(path)
     assert main(["explain", str(path), "--text", "a red circle", "-o", str(tmp_path / "out"), "-q"]) == 0
     assert len(list((tmp_path / "out").glob("*.npy"))) == 1
+
+
+# ----------------------------------------------------------------------------- grad state
+
+
+def _frozen(bundle):
+    model = copy.deepcopy(bundle.model).requires_grad_(False)  # the usual inference set-up
+    return ec.LoadedModel(model, bundle.preprocess, bundle.tokenizer)
+
+
+@pytest.mark.parametrize("state", ["frozen", "no_grad", "inference_mode", "frozen+inference_mode"])
+def test_explaining_does_not_depend_on_the_callers_grad_state(bundle, state):
+    """Every method (every mode) and explain_text give the same result whatever the caller's
+    grad mode, with frozen parameters too, and leave the grad mode and the flags as they were."""
+    picture, texts, rise = _picture(), ["a red circle", "a blue square"], {"n_masks": 8}
+    runs = [(m.name, mode) for m in METHODS.values() for mode in m.modes]
+
+    def everything(loaded):
+        maps = {(name, mode): ec.explain(loaded, [picture], texts, method=name, mode=mode,
+                                         **(rise if name == "rise" else {})).maps
+                for name, mode in runs}
+        for name, mode in [("attention_eclip", "faithful"), ("grad_eclip", "reference")]:
+            maps[(name, f"text-{mode}")] = ec.explain_text(loaded, texts, [picture], method=name,
+                                                           mode=mode).maps
+        return maps
+
+    expected = everything(bundle)
+    loaded = _frozen(bundle) if state.startswith("frozen") else bundle
+    flags = [p.requires_grad for p in loaded.model.parameters()]
+    context = (torch.inference_mode() if state.endswith("inference_mode")
+               else torch.no_grad() if state == "no_grad" else contextlib.nullcontext())
+    with context:
+        grad_before, inference_before = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+        got = everything(loaded)
+        assert torch.is_grad_enabled() == grad_before
+        assert torch.is_inference_mode_enabled() == inference_before
+    assert [p.requires_grad for p in loaded.model.parameters()] == flags
+    assert all(p.grad is None for p in loaded.model.parameters())
+    for key, maps in expected.items():
+        torch.testing.assert_close(got[key], maps, rtol=1e-5, atol=1e-7, msg=lambda m, k=key: f"{k}: {m}")
+
+
+def test_explainers_called_directly_on_inference_tensors(bundle):
+    """The registered functions themselves take inputs made under inference mode."""
+    model = _frozen(bundle).model
+    with torch.inference_mode():
+        x = images.native_batch([_picture()], bundle.preprocess)
+        targets = images.text_targets(model, bundle.tokenizer, TEXT)
+        for name in ("gae", "grad_eclip", "attention_eclip", "gradcam"):
+            maps, scores = METHODS[name].fn(model, x, targets)
+            assert torch.isfinite(maps).all() and maps.shape[:2] == (1, 1), name

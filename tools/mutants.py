@@ -157,7 +157,7 @@ MUTANTS = [
            ref("test_image_eclip_faithful[attention_eclip-attention-loosened-out_proj-K40-forward-mode-and-jacobian]")),
     # ---------------------------------------------------------------- eclip.py, text branch
     Mutant("text-n_blocks-ignored", E,
-           "n_blocks = n_blocks or default_text_blocks(model)", "n_blocks = default_text_blocks(model)",
+           "if n_blocks is None:", "if True:",
            TEXT),
     Mutant("text-reference-one-head-in-last-block-only", E,
            'heads = {i: 1 for i in range(-n_blocks, 0)} if mode == "reference" else None',

@@ -7,7 +7,7 @@ import torch
 from ..departures import FAITHFUL, Departures
 from ..maps import to_grid
 from ..trace import trace_vision
-from .base import cosine_scores
+from .base import cosine_scores, grad_mode_independent
 
 
 def _patch_maps(rows: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tensor:
@@ -15,6 +15,7 @@ def _patch_maps(rows: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tens
     return to_grid(rows[:, None, 1:], grid).expand(-1, k, -1, -1).contiguous()
 
 
+@grad_mode_independent
 def raw_attention(model, images: torch.Tensor, targets: torch.Tensor, *,
                   departures: Departures = FAITHFUL) -> tuple[torch.Tensor, torch.Tensor]:
     """CLS row of the last block's attention probabilities, mean over heads."""
@@ -25,6 +26,7 @@ def raw_attention(model, images: torch.Tensor, targets: torch.Tensor, *,
     return _patch_maps(rows, tr.grid, len(targets)), cosine_scores(tr.embedding, targets)
 
 
+@grad_mode_independent
 def attention_rollout(model, images: torch.Tensor, targets: torch.Tensor, *,
                       departures: Departures = FAITHFUL,
                       start_block: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

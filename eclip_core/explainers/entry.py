@@ -14,7 +14,7 @@ import torch
 
 from .. import trace
 from ..inputs import Images, image_targets, prepare_images, text_targets, token_strings, tokenize, unpack
-from .base import Explanation, check_finite, cosine_scores
+from .base import Explanation, check_finite, cosine_scores, grad_mode_independent
 from .eclip import text_eclip
 from .registry import METHODS, get_method
 
@@ -31,6 +31,9 @@ def explain(model, images: Images, texts: Texts, method: str = "attention_eclip"
     input), or a preprocessed (B, 3, H, W) float tensor. ``texts``: K strings, or a
     (K, E) tensor of embeddings. ``options``: the method's own (see
     ``METHODS[method].options``); an unknown one is refused.
+
+    Works under ``torch.no_grad()``, ``torch.inference_mode()`` and with frozen
+    parameters; the caller's grad mode and ``requires_grad`` flags are left unchanged.
     """
     model, preprocess, tokenizer = unpack(model, preprocess, tokenizer)
     spec = get_method(method, mode)
@@ -38,7 +41,8 @@ def explain(model, images: Images, texts: Texts, method: str = "attention_eclip"
     trace.vision_tower(model)
     targets = text_targets(model, tokenizer, texts)
     x, original = prepare_images(model, preprocess, images, departures)
-    maps, scores = spec.fn(model, x, targets, departures=departures, **options)
+    # any explainer, the registered ones included, runs whatever the caller's grad mode
+    maps, scores = grad_mode_independent(spec.fn)(model, x, targets, departures=departures, **options)
     scores_original = None
     if departures.any and original is not None:
         with torch.no_grad():

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from .. import trace
 from ..departures import FAITHFUL, Departures
-from .base import cosine_scores, unit
+from .base import cosine_scores, grad_mode_independent, unit
 
 
 def rise_masks(n: int, size: tuple[int, int], cells: int, keep: float,
@@ -39,6 +39,7 @@ def rise_saliency(score_fn: Callable[[torch.Tensor], torch.Tensor], image: torch
     return total / (len(masks) * keep)
 
 
+@grad_mode_independent
 def rise(model, images: torch.Tensor, targets: torch.Tensor, *, departures: Departures = FAITHFUL,
          n_masks: int = 500, cells: int = 8, keep: float = 0.5, batch_size: int = 100, seed: int = 0,
          progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
