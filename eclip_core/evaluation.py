@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from . import shapes
 from .errors import InputError, one_line
 from .explainers import METHODS, Spec, all_specs, explain, parse_spec
-from .inputs import load_image, model_dtype_device, native_batch, text_targets, unpack
+from .inputs import check_image_tensor, load_image, model_dtype_device, native_batch, text_targets, unpack
 from .metrics import (
     DEFAULT_STEPS,
     DELETION_DIRECTION,
@@ -112,7 +112,7 @@ def zero_shot_predictions(bundle, images, texts: Sequence[str] | torch.Tensor) -
     """(B,) index of the original model's top-1 text for each image, on its own pipeline."""
     model, preprocess, tokenizer = unpack(bundle)
     if isinstance(images, torch.Tensor):
-        x = images
+        x = check_image_tensor(images)
     else:
         if preprocess is None:
             raise InputError("PIL images need the model's preprocess")

@@ -227,10 +227,7 @@ def prepare_images(model, preprocess, images: Images,
     """
     dtype, device = model_dtype_device(model)
     if isinstance(images, torch.Tensor):
-        if not images.is_floating_point():
-            raise InputError(f"an image tensor must be float and already preprocessed with the model's "
-                             f"preprocess, got dtype {images.dtype}; pass PIL images or paths instead")
-        x = images.to(device, dtype)
+        x = check_image_tensor(images).to(device, dtype)
         if x.ndim == 3:
             x = x[None]
         trace.check_images(model, x, departures)
@@ -250,10 +247,23 @@ def prepare_images(model, preprocess, images: Images,
     return torch.stack(keep).to(device, dtype), original
 
 
+def check_image_tensor(images: torch.Tensor) -> torch.Tensor:
+    """``images`` unchanged if it is a float tensor, else a clear error saying what to pass.
+
+    A tensor is taken as the model's preprocessed input (normalised floats); integer,
+    bool and complex tensors are not that (a uint8 photograph is not normalised), so
+    they are refused rather than explained as they are.
+    """
+    if images.is_complex() or not images.is_floating_point():
+        raise InputError(f"an image tensor must be float and already preprocessed with the model's "
+                         f"preprocess, got dtype {images.dtype}; pass PIL images or paths instead")
+    return images
+
+
 def image_targets(model, preprocess, images) -> torch.Tensor:
     """(K, E) unit-norm image embeddings from images, a preprocessed batch, or embeddings."""
     if isinstance(images, torch.Tensor) and images.ndim == 2:
-        return check_targets(images, trace.embed_dim(model)).to(model_dtype_device(model)[0])
+        return check_targets(images, trace.embed_dim(model), model_dtype_device(model)[0])
     x, _ = prepare_images(model, preprocess, images)
     with torch.no_grad():
         return F.normalize(model.encode_image(x), dim=-1)
@@ -262,22 +272,40 @@ def image_targets(model, preprocess, images) -> torch.Tensor:
 # ----------------------------------------------------------------------------- texts
 
 
-def check_targets(targets: torch.Tensor, embed_dim: int | None) -> torch.Tensor:
-    """(K, E) unit-norm targets, or a clear error (E unchecked where the model declares none)."""
+def check_targets(targets: torch.Tensor, embed_dim: int | None,
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(K, E) unit-norm targets in ``dtype`` (default: their own), or a clear error.
+
+    Refused: another shape (E unchecked where the model declares none), no rows, a
+    dtype other than float, NaN or Inf, and a row whose norm overflows or vanishes in
+    its dtype (it would silently become a zero or NaN direction). Rows are normalised
+    in their own dtype, then converted.
+    """
     if targets.ndim != 2 or (embed_dim is not None and targets.shape[1] != embed_dim):
         raise InputError(f"target embeddings must be (K, {embed_dim or 'E'}), got {tuple(targets.shape)}")
     if targets.shape[0] == 0:
         raise InputError("no targets to explain (K = 0)")
-    if not torch.isfinite(targets).all() or (targets.norm(dim=-1) == 0).any():
-        raise InputError("target embeddings contain NaN/Inf or a zero vector")
-    return F.normalize(targets if targets.is_floating_point() else targets.float(), dim=-1)
+    if targets.is_complex() or not targets.is_floating_point():
+        raise InputError(f"target embeddings must be a float tensor (e.g. model.encode_text's output), "
+                         f"got dtype {targets.dtype}")
+    if not torch.isfinite(targets).all():
+        raise InputError("target embeddings contain NaN or Inf")
+    norms = targets.norm(dim=-1)
+    bad = (~torch.isfinite(norms)) | (norms == 0)
+    if bad.any():
+        row = int(bad.nonzero()[0, 0])
+        what = ("is a zero vector" if not targets[row].any()
+                else f"has a norm that over- or underflows in {targets.dtype}")
+        raise InputError(f"target embedding #{row} {what} (largest |value| "
+                         f"{float(targets[row].abs().max()):.3g}); pass unit-norm embeddings")
+    return (targets / norms[:, None]).to(dtype or targets.dtype)
 
 
 def text_targets(model, tokenizer, texts) -> torch.Tensor:
     """(K, E) unit-norm text embeddings of the original model, from strings or embeddings."""
     dtype, device = model_dtype_device(model)
     if isinstance(texts, torch.Tensor):
-        return check_targets(texts.to(device), trace.embed_dim(model)).to(dtype)
+        return check_targets(texts.to(device), trace.embed_dim(model), dtype)
     tokens = tokenize(tokenizer, texts).to(device)
     with torch.no_grad():
         embeddings = F.normalize(model.encode_text(tokens), dim=-1)
@@ -288,6 +316,9 @@ def text_targets(model, tokenizer, texts) -> torch.Tensor:
 
 def tokenize(tokenizer, texts: str | Sequence[str]) -> torch.Tensor:
     """Token ids of K non-empty strings, or a clear error; over-long texts are cut with a warning."""
+    if not isinstance(texts, (str, list, tuple)):
+        raise InputError(f"texts must be a string, a list of strings or a (K, E) float tensor of "
+                         f"embeddings, got {type(texts).__name__}")
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise InputError("no targets to explain: the list of texts is empty")

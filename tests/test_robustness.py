@@ -6,6 +6,7 @@ Uses the embedded 64x64 model (8x8 patch grid) so the whole file stays fast.
 import contextlib
 import copy
 import io
+import re
 import shutil
 import socket
 import warnings
@@ -458,3 +459,90 @@ def test_explainers_called_directly_on_inference_tensors(bundle):
         for name in ("gae", "grad_eclip", "attention_eclip", "gradcam"):
             maps, scores = METHODS[name].fn(model, x, targets)
             assert torch.isfinite(maps).all() and maps.shape[:2] == (1, 1), name
+
+
+# ----------------------------------------------------------------------------- what may be passed
+
+FLOAT_ONLY = "must be float and already preprocessed with the model's preprocess, got dtype torch.{}; pass PIL"
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool, torch.complex64])
+def test_image_tensors_other_than_float_are_refused_everywhere(bundle, dtype):
+    """A uint8 photograph is not the normalised input: refused by every entry that takes a tensor."""
+    from eclip_core import evaluation, metrics, principles
+
+    x = bundle.preprocess(_picture())[None]
+    bad = (x * 50).to(dtype) if dtype is not torch.bool else x > 0
+    message = FLOAT_ONLY.format(str(dtype).removeprefix("torch."))
+    calls = [lambda: ec.explain(bundle, bad, TEXT),
+             lambda: ec.explain_text(bundle, TEXT, bad),
+             lambda: metrics.deletion_curve(bundle, bad[0], torch.ones(8, 8), TEXT, 0),
+             lambda: evaluation.zero_shot_predictions(bundle, bad, TEXT),
+             lambda: principles.original_scores(bundle, bad, TEXT)]
+    for call in calls:
+        with pytest.raises(ec.InputError, match=re.escape(message)):
+            call()
+
+
+@pytest.mark.parametrize("texts,message", [
+    (None, "texts must be a string, a list of strings or a (K, E) float tensor of embeddings, got NoneType"),
+    (3, "texts must be a string, a list of strings or a (K, E) float tensor of embeddings, got int"),
+    (b"a red circle", "texts must be a string, a list of strings or a (K, E) float tensor of embeddings, got bytes"),
+    (["a red circle", None], "text #1 is a NoneType, not a string"),
+    (torch.ones(1, 64, dtype=torch.long), "target embeddings must be a float tensor (e.g. model.encode_text's "
+                                          "output), got dtype torch.int64"),
+    (torch.ones(1, 64, dtype=torch.bool), "must be a float tensor (e.g. model.encode_text's output), got dtype "
+                                          "torch.bool"),
+    (torch.full((1, 64), float("inf")), "target embeddings contain NaN or Inf"),
+    (torch.full((2, 64), 1e30), "target embedding #0 has a norm that over- or underflows in torch.float32 "
+                                "(largest |value| 1e+30)"),
+    (torch.full((1, 64), 1e300, dtype=torch.float64), "over- or underflows in torch.float64"),
+    (torch.full((1, 64), 1e-30), "over- or underflows in torch.float32"),
+    (torch.zeros(1, 64), "target embedding #0 is a zero vector"),
+])
+def test_bad_texts_and_targets_get_the_librarys_error(bundle, texts, message):
+    with pytest.raises(ec.InputError, match=re.escape(message)) as error:
+        ec.explain(bundle, [_picture()], texts)
+    assert "\n" not in str(error.value)
+    if not isinstance(texts, torch.Tensor):
+        with pytest.raises(ec.InputError, match=re.escape(message)):
+            ec.explain_text(bundle, texts, [_picture()])
+    else:  # as image targets of the text branch
+        with pytest.raises(ec.InputError, match=re.escape(message)):
+            ec.explain_text(bundle, TEXT, texts)
+
+
+def test_large_float64_targets_are_normalised_in_their_own_dtype(bundle):
+    t = images.text_targets(bundle.model, bundle.tokenizer, TEXT).double()
+    big = ec.explain(bundle, [_picture()], t * 1e39)  # 1e39 overflows float32, not float64
+    torch.testing.assert_close(big.scores, ec.explain(bundle, [_picture()], t).scores)
+
+
+@pytest.mark.parametrize("method,options,message", [
+    ("grad_eclip", {"qk": "Raw"}, "method 'grad_eclip': qk must be one of 'out_proj', 'raw', got 'Raw' "
+                                  "(did you mean 'raw'?)"),
+    ("grad_eclip", {"qk": None}, "qk must be one of 'out_proj', 'raw', got None"),
+    ("attention_eclip", {"loosened": "no"}, "method 'attention_eclip': loosened must be True or False, got 'no'"),
+    ("attention_eclip", {"loosend": False}, "has no option 'loosend' (did you mean 'loosened'?)"),
+    ("rise", {"n_masks": 0}, "method 'rise': n_masks must be >= 1, got 0"),
+    ("rise", {"n_masks": 2.5}, "method 'rise': n_masks must be an integer, got 2.5"),
+    ("rise", {"keep": 0.0}, "method 'rise': keep must be in (0, 1], got 0.0"),
+    ("rise", {"keep": 1.5}, "keep must be in (0, 1], got 1.5"),
+    ("rise", {"cells": 0}, "cells must be >= 1, got 0"),
+    ("rise", {"batch_size": -1}, "batch_size must be >= 1, got -1"),
+    ("rollout", {"start_block": -1}, "start_block must be >= 0, got -1"),
+    ("rollout", {"start_block": 4}, "start_block must be an integer in 0..3 (the model's vision blocks), got 4"),
+    ("gae", {"logit_scale": 0.0}, "logit_scale must be > 0, got 0.0"),
+    ("gae", {"logit_scale": float("nan")}, "logit_scale must be a finite number, got nan"),
+    ("grad-eclip", {}, "; did you mean 'grad_eclip'?"),
+])
+def test_misspelt_and_out_of_range_options(bundle, method, options, message):
+    with pytest.raises(ec.InputError, match=re.escape(message)):
+        ec.explain(bundle, [_picture()], TEXT, method=method, **options)
+
+
+@pytest.mark.parametrize("n_blocks", [0, -1, 3, 1.5, True])
+def test_text_n_blocks_out_of_range(bundle, n_blocks):
+    with pytest.raises(ec.InputError, match=re.escape(f"n_blocks must be an integer in 1..2 (the text blocks "
+                                                      f"summed), got {n_blocks!r}")):
+        ec.explain_text(bundle, TEXT, [_picture()], n_blocks=n_blocks)

@@ -49,7 +49,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from .. import maps, trace
 from ..errors import InputError
-from ..inputs import load_image, model_dtype_device, normalization, text_targets, unpack
+from ..inputs import check_image_tensor, load_image, model_dtype_device, normalization, text_targets, unpack
 from .registry import metric
 
 DELETION_DIRECTION = "deletion: lower is better"
@@ -91,7 +91,7 @@ def _target_index(target_index, texts, k: int) -> int:
 def _as_input(model, preprocess, image) -> torch.Tensor:
     """A (3, H, W) preprocessed tensor at the model's native size."""
     if isinstance(image, torch.Tensor):
-        x = image[0] if image.ndim == 4 and image.shape[0] == 1 else image
+        x = check_image_tensor(image[0] if image.ndim == 4 and image.shape[0] == 1 else image)
         if x.ndim != 3 or x.shape[0] != 3:
             raise InputError(f"image must be a (3, H, W) preprocessed tensor, got {tuple(image.shape)}")
     else:
