@@ -8,7 +8,13 @@ Two pipelines matter for the paper: the model's **native** preprocess (open_clip
 resize + centre crop + normalise), which every prediction and every metric uses, and
 the published Grad-ECLIP code's **keep-size** preprocess (aspect ratio kept, short
 side capped at 640, sides rounded to the patch size, bicubic, no crop), which only its
-reference mode uses.
+reference mode uses. One rule is ours, not the published code's: the long side is also
+capped, at 1280 px (twice the short-side cap), with a one-line warning where it applies.
+The published code caps only the short side, so a 4096x640 panorama became 41,000
+tokens on a patch-8 model (a 27 GB attention matrix in the first block) and 10,000 on
+ViT-B-16; with the cap every keep-size input has at most (640/p) x (1280/p) patches
+(12,800 at patch 8, 3,200 at patch 16), and images up to 2:1 -- nearly every
+photograph -- are resized exactly as the published code resizes them.
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ Images = Any
 #: Images whose larger side exceeds this are downscaled (with a warning) before anything
 #: else: explanations are computed on a few hundred pixels, so memory stays bounded.
 MAX_SIDE = 4096
+#: The published keep-size rule: the short side shrunk to at most this many pixels.
 KEEP_SIZE_SHORT_SIDE = 640
+#: Ours, on top of it: the long side at most this many pixels (bounds the token count).
+KEEP_SIZE_LONG_SIDE = 2 * KEEP_SIZE_SHORT_SIDE
 
 
 def load_image(image) -> Image.Image:
@@ -168,21 +177,44 @@ def native_batch(images, preprocess) -> torch.Tensor:
     return torch.stack([preprocess(load_image(im)) for im in images])
 
 
-def keep_size_shape(width: int, height: int, patch: int) -> tuple[int, int]:
-    """(height, width) of the published code's keep-size input."""
+def keep_size_scaled(width: int, height: int) -> tuple[int, int]:
+    """(width, height) after the keep-size shrink: short side <= 640 (the published
+    rule), long side <= 1280 (ours); ``int()`` truncation as in the published code."""
+    if long_side_capped(width, height):  # exact integer arithmetic: the long side is 1280
+        long = max(width, height)
+        return max(1, width * KEEP_SIZE_LONG_SIDE // long), max(1, height * KEEP_SIZE_LONG_SIDE // long)
     if min(width, height) > KEEP_SIZE_SHORT_SIDE:
         scale = min(width, height) / KEEP_SIZE_SHORT_SIDE
-        width, height = int(width / scale), int(height / scale)
+        return int(width / scale), int(height / scale)
+    return width, height
+
+
+def long_side_capped(width: int, height: int) -> bool:
+    """Whether the keep-size shrink of this image is set by our long-side cap (an image
+    longer than 1280 px and more elongated than 2:1), not by the published rule."""
+    short, long = min(width, height), max(width, height)
+    return (long > KEEP_SIZE_LONG_SIDE
+            and long * KEEP_SIZE_SHORT_SIDE > max(short, KEEP_SIZE_SHORT_SIDE) * KEEP_SIZE_LONG_SIDE)
+
+
+def keep_size_shape(width: int, height: int, patch: int) -> tuple[int, int]:
+    """(height, width) of the keep-size input of a ``width`` x ``height`` image."""
+    width, height = keep_size_scaled(width, height)
     return (max(1, int(height / patch + 0.5)) * patch, max(1, int(width / patch + 0.5)) * patch)
 
 
 def keep_size_tensor(image, preprocess, patch: int) -> torch.Tensor:
-    """(3, H, W): aspect kept, short side <= 640, sides rounded to the patch, bicubic, no crop."""
+    """(3, H, W): aspect kept, short side <= 640, long side <= 1280, sides rounded to the
+    patch, bicubic, no crop."""
     image = load_image(image)
-    if min(image.size) > KEEP_SIZE_SHORT_SIDE:
-        scale = min(image.size) / KEEP_SIZE_SHORT_SIDE
-        image = image.resize((int(image.width / scale), int(image.height / scale)),
-                             Image.Resampling.BICUBIC)
+    scaled = keep_size_scaled(*image.size)
+    if long_side_capped(*image.size):
+        warnings.warn(f"keep-size input: the {image.width}x{image.height} image is shrunk to "
+                      f"{scaled[0]}x{scaled[1]} (long side capped at {KEEP_SIZE_LONG_SIDE} px to bound "
+                      f"the token count; the published code caps only the short side, at "
+                      f"{KEEP_SIZE_SHORT_SIDE})", stacklevel=3)
+    if scaled != image.size:
+        image = image.resize(scaled, Image.Resampling.BICUBIC)
     size = keep_size_shape(image.width, image.height, patch)
     resized = TF.resize(image, list(size), interpolation=InterpolationMode.BICUBIC)
     return normalization(preprocess)(TF.to_tensor(resized))

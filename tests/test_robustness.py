@@ -546,3 +546,35 @@ def test_text_n_blocks_out_of_range(bundle, n_blocks):
     with pytest.raises(ec.InputError, match=re.escape(f"n_blocks must be an integer in 1..2 (the text blocks "
                                                       f"summed), got {n_blocks!r}")):
         ec.explain_text(bundle, TEXT, [_picture()], n_blocks=n_blocks)
+
+
+# ----------------------------------------------------------------------------- panoramas
+
+
+@pytest.mark.parametrize("size,expected,capped", [
+    ((4096, 640), (1280, 200), True),  # the panorama of the issue: long side capped
+    ((640, 4096), (200, 1280), True),
+    ((1300, 10), (1280, 9), True),
+    ((2001, 1000), (1280, 639), True),
+    ((2000, 1000), (1280, 640), False),  # up to 2:1 the published rule alone, unchanged
+    ((4096, 3072), (853, 640), False),
+    ((500, 375), (500, 375), False),
+])
+def test_keep_size_caps_the_long_side_too(size, expected, capped):
+    assert images.keep_size_scaled(*size) == expected
+    assert images.long_side_capped(*size) == capped
+
+
+def test_panorama_in_reference_mode_is_bounded_with_a_notice(bundle):
+    """4096x640 on the patch-8 model was 40,961 tokens (27 GB in block 1); now 4,001."""
+    panorama = _picture(4096, 640)
+    with pytest.warns(UserWarning, match=r"^keep-size input: the 4096x640 image is shrunk to 1280x200 "
+                                         r"\(long side capped at 1280 px to bound the token count; the "
+                                         r"published code caps only the short side, at 640\)$"):
+        result = ec.explain(bundle, [panorama], TEXT, method="attention_eclip", mode="reference")
+    assert result.input_size == (200, 1280)
+    _finite_map(result, (25, 160))
+    patch = bundle.model.visual.patch_size[0]
+    worst = max(int(np.prod(images.keep_size_shape(w, h, patch))) // patch ** 2
+                for w in range(600, 9000, 37) for h in (1, 300, 640, 2000))
+    assert worst <= (640 // patch) * (1280 // patch)
