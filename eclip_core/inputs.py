@@ -29,9 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms import InterpolationMode, Normalize
+from torchvision.transforms import CenterCrop, InterpolationMode, Normalize, Resize
 from torchvision.transforms import functional as TF
 
+from . import maps as maps_
 from . import trace
 from .departures import FAITHFUL, Departures
 from .errors import InputError, one_line
@@ -218,6 +219,54 @@ def keep_size_tensor(image, preprocess, patch: int) -> torch.Tensor:
     size = keep_size_shape(image.width, image.height, patch)
     resized = TF.resize(image, list(size), interpolation=InterpolationMode.BICUBIC)
     return normalization(preprocess)(TF.to_tensor(resized))
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def _resized(size: tuple[int, int], step: Resize) -> tuple[int, int]:
+    """(height, width) of a ``size`` (height, width) picture after torchvision's ``Resize``."""
+    h, w = size
+    requested = [step.size] if isinstance(step.size, int) else list(step.size)
+    if len(requested) == 2:
+        return int(requested[0]), int(requested[1])
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = int(requested[0]), int(requested[0] * long / short)
+    if step.max_size is not None and new_long > step.max_size:
+        new_short, new_long = int(step.max_size * new_short / new_long), int(step.max_size)
+    return (new_long, new_short) if w <= h else (new_short, new_long)
+
+
+def to_model_input(saliency: torch.Tensor, image_size: tuple[int, int], preprocess) -> torch.Tensor:
+    """(..., H, W): maps that cover a whole ``image_size`` (width, height) image, on the
+    pixels of the model's own input.
+
+    A keep-size (reference-mode) map covers the whole image, while the model -- and
+    every metric -- sees the image through its preprocess: the short side resized, then
+    a centre crop. This reproduces that geometry on the map: it is upsampled
+    bilinearly to the image's size after the preprocess's ``Resize``, then cropped (or
+    zero-padded) as its ``CenterCrop`` does, so each value lands on the pixel it
+    explains and the parts of the image the model never sees are dropped. Steps of the
+    preprocess that do not move pixels (mode conversion, ``ToTensor``, ``Normalize``)
+    are skipped; any other step is refused.
+    """
+    width, height = image_size
+    canvas, out, at_pixels = (int(height), int(width)), saliency, False
+    for step in getattr(preprocess, "transforms", None) or []:
+        if isinstance(step, Resize):
+            canvas = _resized(canvas, step)
+            out, at_pixels = maps_.upsample(out, canvas), True
+        elif isinstance(step, CenterCrop):
+            if not at_pixels:
+                out, at_pixels = maps_.upsample(out, canvas), True
+            out = TF.center_crop(out, list(step.size))
+            canvas = (int(step.size[0]), int(step.size[1]))
+        elif isinstance(step, Normalize) or "ToTensor" in type(step).__name__:
+            break
+        elif "convert" not in (getattr(step, "__name__", "") + type(step).__name__).lower():
+            raise InputError(f"cannot place a map on the model's input: the preprocess step {step!r} is "
+                             f"neither a Resize nor a CenterCrop")
+    return out if at_pixels else maps_.upsample(out, canvas)
 
 
 # ----------------------------------------------------------------------------- model bundles
