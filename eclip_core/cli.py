@@ -15,6 +15,7 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 import time
 import warnings
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from .explainers import METHODS, explain, get_method, parse_spec
 from .inputs import load_image
 from .models import DEFAULT_MODEL, LoadedModel, available_models, model_info
 from .viz import comparison_grid, input_image, overlay
+from .vocab import WORDS
 
 PROG = "eclip"
 DEFAULT_METHOD = "attention_eclip"
@@ -107,6 +109,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print(f"  {name:<{width}}  {mode:<{modes}}  {description}")
     if args.explainers_only:
         return 0
+    print()
+    print(f"Vocabulary of the {DEFAULT_MODEL} tokenizer (other words are read as <unk>):")
+    print(textwrap.fill(" ".join(WORDS), width=78, initial_indent="  ", subsequent_indent="  "))
     print()
     print(f"Models (eclip explain --model NAME [--pretrained TAG|PATH]; default {DEFAULT_MODEL}):")
     infos = [model_info(name) for name in available_models()]

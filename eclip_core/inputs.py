@@ -410,9 +410,36 @@ def tokenize(tokenizer, texts: str | Sequence[str]) -> torch.Tensor:
             raise InputError(f"text #{i} is empty")
     if tokenizer is None:
         raise InputError("strings need the model's tokenizer: pass tokenizer= or a load_model() result")
+    _check_vocabulary(tokenizer, texts)
     tokens = tokenizer(texts)
     _warn_truncated(tokenizer, texts, tokens)
     return tokens
+
+
+def _excerpt(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_vocabulary(tokenizer, texts: list[str]) -> None:
+    """Word-level tokenizers (the embedded model's) read words outside their vocabulary as
+    ``<unk>`` and drop symbols such as emoji: "a cat" and "a dog" would be the same text.
+    One warning per text names its unknown words; a text with no known word is refused.
+    Byte-level BPE tokenizers (open_clip's) represent any text and are not checked."""
+    split = getattr(tokenizer, "split_known", None)
+    if not callable(split):
+        return
+    vocabulary = getattr(tokenizer, "vocab", ())
+    listed = ", ".join(w for w in vocabulary if not (w.startswith("<") and w.endswith(">")))
+    for i, text in enumerate(texts):
+        known, unknown = split(text)
+        if not known:
+            raise InputError(f"text #{i} {_excerpt(text)!r} has no word the model's tokenizer knows; its "
+                             f"vocabulary: {listed}")
+        if unknown:
+            warnings.warn(f"text #{i} {_excerpt(text)!r}: {', '.join(map(repr, unknown))} "
+                          f"{'is' if len(unknown) == 1 else 'are'} not in the model's vocabulary and "
+                          f"cannot change the explanation (read as <unk> or dropped; 'eclip methods' "
+                          f"lists the vocabulary)", stacklevel=4)
 
 
 def _warn_truncated(tokenizer, texts: list[str], tokens: torch.Tensor) -> None:
@@ -431,8 +458,7 @@ def _warn_truncated(tokenizer, texts: list[str], tokens: torch.Tensor) -> None:
         needed = [""] * len(lengths)
     for i, (text, length) in enumerate(zip(texts, lengths)):
         if length > ctx:
-            excerpt = text if len(text) <= 60 else text[:57] + "..."
-            warnings.warn(f"text #{i} {excerpt!r} is longer than the model's context length of "
+            warnings.warn(f"text #{i} {_excerpt(text)!r} is longer than the model's context length of "
                           f"{ctx} tokens{needed[i]}: it is truncated to its first {ctx} tokens",
                           stacklevel=4)
 

@@ -227,3 +227,14 @@ def test_viz_helpers_for_notebooks(tmp_path):
     bar.savefig(tmp_path / "bar.png")
     with pytest.raises(ec.InputError, match="2 words but 1 weights"):
         viz.token_bar(["a", "b"], [1.0])
+
+
+def test_methods_lists_the_embedded_models_vocabulary(capsys):
+    from eclip_core.vocab import WORDS
+
+    code, out, _ = _run(capsys, "methods")
+    assert code == 0
+    lines = out.splitlines()
+    start = lines.index("Vocabulary of the eclip-shapes tokenizer (other words are read as <unk>):")
+    listed = " ".join(lines[start + 1:lines.index("", start)]).split()
+    assert listed == list(WORDS) and "circle" in listed and "cat" not in listed

@@ -578,3 +578,38 @@ def test_panorama_in_reference_mode_is_bounded_with_a_notice(bundle):
     worst = max(int(np.prod(images.keep_size_shape(w, h, patch))) // patch ** 2
                 for w in range(600, 9000, 37) for h in (1, 300, 640, 2000))
     assert worst <= (640 // patch) * (1280 // patch)
+
+
+# ----------------------------------------------------------------------------- vocabulary
+
+
+def test_unknown_words_are_named_once_per_text(bundle):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = ec.explain(bundle, [_picture()], ["a red circle!", "a cat on a mat", "a blue 🐱 star"])
+    messages = [str(w.message) for w in caught]
+    assert messages == [
+        "text #1 'a cat on a mat': 'cat', 'on', 'mat' are not in the model's vocabulary and cannot change "
+        "the explanation (read as <unk> or dropped; 'eclip methods' lists the vocabulary)",
+        "text #2 'a blue 🐱 star': '🐱' is not in the model's vocabulary and cannot change the explanation "
+        "(read as <unk> or dropped; 'eclip methods' lists the vocabulary)"]
+    assert result.maps.shape[1] == 3
+    with pytest.warns(UserWarning, match=r"^text #0 'a dog': 'dog' is not in the model's vocabulary"):
+        ec.explain_text(bundle, ["a dog"], [_picture()])
+
+
+@pytest.mark.parametrize("text", ["🐱", "🐱🐶 🦊", "cat dog", "  ¿?  "])
+def test_a_text_without_a_known_word_is_refused(bundle, text):
+    message = (f"text #1 {text!r} has no word the model's tokenizer knows; its vocabulary: a, an, and, "
+               f"the, of, photo, image, red, green")
+    with pytest.raises(ec.InputError, match=re.escape(message)):
+        ec.explain(bundle, [_picture()], ["a red circle", text])
+    with pytest.raises(ec.InputError, match=re.escape(message)):
+        ec.explain_text(bundle, ["a red circle", text], [_picture()])
+
+
+def test_open_clip_tokenizer_reads_any_text():
+    """Byte-level BPE has no unknown words: nothing to warn about."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tokenize(open_clip.get_tokenizer("ViT-B-32"), ["a 🐱 on a mat"])
