@@ -6,6 +6,7 @@ Uses the embedded 64x64 model (8x8 patch grid) so the whole file stays fast.
 import contextlib
 import copy
 import io
+import logging
 import re
 import shutil
 import socket
@@ -613,3 +614,85 @@ def test_open_clip_tokenizer_reads_any_text():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tokenize(open_clip.get_tokenizer("ViT-B-32"), ["a 🐱 on a mat"])
+
+
+# ----------------------------------------------------------------------------- model messages
+
+
+def test_unreachable_pretrained_tag_fails_in_one_line_quickly(monkeypatch, tmp_path, caplog, capfd):
+    import time
+
+    from huggingface_hub import constants
+
+    from eclip_core.cli import main
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # nothing cached
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    def unreachable(*args, **kwargs):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(socket.socket, "connect", unreachable)
+    began = time.perf_counter()
+    with pytest.raises(ec.ModelLoadError) as error:
+        ec.load_model("ViT-B-32", pretrained="openai")
+    assert time.perf_counter() - began < 10
+    assert str(error.value) == (
+        "cannot download the weights of 'ViT-B-32' (pretrained='openai'): huggingface.co is unreachable "
+        "(Network is unreachable) and they are not in the local cache; connect once to download them, or "
+        "pass a checkpoint file")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert constants.HF_HUB_OFFLINE is False  # the hub's mode is restored
+    capfd.readouterr()
+    path = tmp_path / "picture.png"
+    _picture().save(path)
+    code = main(["explain", str(path), "-t", "a red circle", "--model", "ViT-B-32", "--pretrained", "openai",
+                 "-o", str(tmp_path / "out")])
+    err = capfd.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "huggingface.co is unreachable" in err, err
+
+
+@pytest.mark.parametrize("name,closest", [
+    ("vit-b-16", "closest: ViT-B-16;"),
+    ("ViT-B-61", "closest: ViT-B-16, "),
+    ("ViT-L-14-336px", "closest: ViT-L-14-336, "),
+])
+def test_unknown_model_name_suggests_the_closest(name, closest):
+    with pytest.raises(ec.ModelLoadError, match=re.escape(f"unknown model {name!r}; {closest}")) as error:
+        ec.load_model(name)
+    assert "; available: eclip-shapes, " in str(error.value)
+
+
+def _plain_pickle(path, protocol):
+    import pickle
+
+    with open(path, "wb") as handle:
+        pickle.dump({"visual.proj": torch.zeros(2), "hook": len}, handle, protocol=protocol)
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_plain_pickle_that_is_not_weights_only_says_so_in_words(tmp_path, protocol):
+    """torch 2.14 answers such a file with "Unsupported operand 149": eclip names the object."""
+    path = tmp_path / "model.pt"
+    _plain_pickle(path, protocol)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's pickle-protocol warning is not passed on
+        with pytest.raises(ec.ModelLoadError, match=r"is not a weights-only file: it pickles the Python "
+                                                    r"object builtins\.len, and eclip never unpickles code"):
+            ec.load_model("ViT-B-32", pretrained=path)
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"hello world, this is a text file\n", "it is a text file (it starts 'hello world, this is a text file'), "
+                                           "not a PyTorch checkpoint"),
+    (b"", "the file is empty"),
+    (bytes(range(200, 256)) * 10, "it is neither a PyTorch checkpoint (a zip archive) nor a pickle"),
+])
+def test_a_file_named_pt_that_is_not_a_checkpoint_gets_words_not_a_number(tmp_path, content, reason):
+    path = tmp_path / "weights.pt"
+    path.write_bytes(content)
+    with pytest.raises(ec.ModelLoadError) as error:
+        ec.load_model("ViT-B-32", pretrained=path)
+    assert str(error.value) == (f"checkpoint {str(path)!r} cannot be read as a weights-only PyTorch file: "
+                                f"{reason} (eclip reads .safetensors, or torch.save files with weights_only=True)")
