@@ -221,7 +221,8 @@ def _target_maps(bundle, spec: Spec, items: Sequence[Item], images: torch.Tensor
         batch = e.maps.detach().cpu()
         for i in range(stop - start):
             one = batch[i, wanted.index(target_idx[start + i])]
-            maps.append(to_model_input(one, items[start + i].image.size, preprocess) if keep_size else one)
+            # in float64, as the metrics upsample: a square image's map is scored exactly as before
+            maps.append(to_model_input(one.double(), items[start + i].image.size, preprocess) if keep_size else one)
     return maps, seconds
 
 
