@@ -15,6 +15,7 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 import time
 import warnings
 from collections.abc import Sequence
@@ -30,7 +31,8 @@ from .evaluation import evaluate, folder_items, scene_items
 from .explainers import METHODS, explain, get_method, parse_spec
 from .inputs import load_image
 from .models import DEFAULT_MODEL, LoadedModel, available_models, model_info
-from .viz import comparison_grid, input_image, overlay
+from .viz import MAX_PIXELS_PER_SIDE, comparison_grid, input_image, overlay, save_figure, write_atomically
+from .vocab import WORDS
 
 PROG = "eclip"
 DEFAULT_METHOD = "attention_eclip"
@@ -76,14 +78,60 @@ def _method_list(value: str) -> list[str]:
     return names
 
 
-def _make_dir(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise InputError(f"cannot create output directory {str(path)!r}: a file of that name exists") from None
-    except OSError as err:
-        raise InputError(f"cannot create output directory {str(path)!r}: {err.strerror or err}") from None
-    return path
+MIN_DPI, MAX_DPI = 30, 600
+
+
+def _dpi(value: str) -> int:
+    number = _positive_int(value)
+    if not MIN_DPI <= number <= MAX_DPI:
+        raise argparse.ArgumentTypeError(f"expected a resolution from {MIN_DPI} to {MAX_DPI} dots per inch, "
+                                         f"got {value!r}")
+    return number
+
+
+class _Output:
+    """The output directory: checked up front, created only when the first file is written
+    (so a failed run leaves no empty directory behind), and files written whole or not at
+    all (a temporary name, then a rename)."""
+
+    def __init__(self, path: Path):
+        self.path, self.created = path, False
+        for parent in (path, *path.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    why = "a file of that name exists" if parent == path else f"{str(parent)!r} is a file"
+                    raise InputError(f"cannot create output directory {str(path)!r}: {why}")
+                break
+
+    def file(self, name: str) -> Path:
+        if not self.path.is_dir():
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise InputError(f"cannot create output directory {str(self.path)!r}: "
+                                 f"{err.strerror or err}") from None
+            self.created = True
+        return self.path / name
+
+    def npy(self, name: str, array: np.ndarray) -> Path:
+        path = self.file(name)
+        write_atomically(path, lambda handle: np.save(handle, array))
+        return path
+
+    def png(self, name: str, fig, dpi: int) -> Path:
+        path = self.file(name)
+        save_figure(fig, path, dpi)
+        return path
+
+    def text(self, name: str, content: str) -> Path:
+        path = self.file(name)
+        write_atomically(path, lambda handle: handle.write(content.encode()))
+        return path
+
+    def discard_if_empty(self) -> None:
+        """After a failure: remove the directory if this run created it and wrote nothing."""
+        if self.created and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
 
 
 def _load_bundle(args: argparse.Namespace) -> LoadedModel:
@@ -93,6 +141,11 @@ def _load_bundle(args: argparse.Namespace) -> LoadedModel:
 def _say(args, message: str) -> None:
     if not getattr(args, "quiet", False):
         print(message, flush=True)
+
+
+def _loading(args) -> None:
+    if args.model is not None:
+        _say(args, f"loading {args.model}" + (f" ({args.pretrained})" if args.pretrained else "") + " ...")
 
 
 # ============================================================================ methods
@@ -107,6 +160,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print(f"  {name:<{width}}  {mode:<{modes}}  {description}")
     if args.explainers_only:
         return 0
+    print()
+    print(f"Vocabulary of the {DEFAULT_MODEL} tokenizer (other words are read as <unk>):")
+    print(textwrap.fill(" ".join(WORDS), width=78, initial_indent="  ", subsequent_indent="  "))
     print()
     print(f"Models (eclip explain --model NAME [--pretrained TAG|PATH]; default {DEFAULT_MODEL}):")
     infos = [model_info(name) for name in available_models()]
@@ -138,17 +194,29 @@ def cmd_explain(args: argparse.Namespace) -> int:
             raise InputError(f"--text #{i + 1} is empty")
     for path in args.images:  # the cheap checks of every input before any work
         _check_image_path(Path(path))
-    out = _make_dir(Path(args.output))
+    out = _Output(Path(args.output))
+    try:
+        return _explain_all(args, methods, texts, out)
+    except BaseException:
+        out.discard_if_empty()
+        raise
+
+
+def _explain_all(args: argparse.Namespace, methods: list[str], texts: list[str], out: _Output) -> int:
+    _loading(args)
     bundle = _load_bundle(args)
     _, preprocess, _ = bundle
     stems = _unique([Path(p).stem or "image" for p in args.images])
     slugs = _unique([slug(t) for t in texts])
     for path, stem in zip(args.images, stems):
         image = load_image(path)  # one at a time: memory stays bounded by one image
-        grid_maps, grid_scores, view = {}, {}, None
-        for method in methods:
+        grid_maps, grid_scores, grid_original, view = {}, {}, {}, None
+        for number, method in enumerate(methods, start=1):
+            options = {"progress": True} if not args.quiet and "progress" in METHODS[method].options else {}
+            if len(methods) > 1:  # the long case: say what runs (RISE adds its own progress bar)
+                _say(args, f"[{number}/{len(methods)}] {method} on {Path(path).name} ...")
             start = time.perf_counter()
-            result = explain(bundle, [image], texts, method=method, mode=args.mode)
+            result = explain(bundle, [image], texts, method=method, mode=args.mode, **options)
             seconds = time.perf_counter() - start
             maps = result.maps[0].detach().float().cpu()  # (K, gh, gw), finite (checked by explain)
             scores = result.scores[0].detach().float().cpu()
@@ -159,23 +227,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 view = (input_image(image, preprocess) if args.mode == "faithful"
                         else input_image(image, size=result.input_size))
             for k, (text, text_slug) in enumerate(zip(texts, slugs)):
-                base = f"{stem}__{text_slug}__{method}"  # stems may hold dots: no with_suffix
-                np.save(out / f"{base}.npy", maps[k].numpy())
+                base = f"{stem}__{text_slug}__{method}__{args.mode}"  # stems may hold dots: no with_suffix
+                out.npy(f"{base}.npy", maps[k].numpy())
                 if args.all_methods:
                     continue
                 title = f'"{_short(text)}"\n{method} ({args.mode})   cos = {scores[k]:.3f}'
                 if result.scores_original is not None:
                     title += f" (original model {float(result.scores_original[0, k]):.3f})"
-                fig = overlay(view, maps[k], title=title)
-                fig.savefig(out / f"{base}.png", dpi=args.dpi)
-                _say(args, f"wrote {out / base}.png  (cos {scores[k]:.3f}, {seconds:.2f} s)")
+                written = out.png(f"{base}.png", overlay(view, maps[k], title=title), args.dpi)
+                _say(args, f"wrote {written}  (cos {scores[k]:.3f}, {seconds:.2f} s)")
             grid_maps[method], grid_scores[method] = maps, scores.tolist()
+            if result.scores_original is not None:
+                grid_original[method] = result.scores_original[0].tolist()
         if args.all_methods:
-            grid = comparison_grid(view, grid_maps, texts, scores=grid_scores,
+            grid = comparison_grid(view, grid_maps, texts, scores=grid_scores, scores_original=grid_original,
                                    title=f"{Path(path).name}: {args.mode} mode")
-            target = out / f"{stem}__all-methods.png"
-            grid.savefig(target, dpi=args.dpi)
-            _say(args, f"wrote {target}  ({len(methods)} methods x {len(texts)} texts)")
+            written = out.png(f"{stem}__all-methods__{args.mode}.png", grid, args.dpi)
+            _say(args, f"wrote {written}  ({len(methods)} methods x {len(texts)} texts)")
     return 0
 
 
@@ -199,8 +267,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise _UsageError(f"--out must end in .csv or .json, got {args.out!r}")
     methods = [str(parse_spec(spec)) for spec in (args.methods or [m.name for m in METHODS.values()])]
-    if args.out is not None:
-        _make_dir(Path(args.out).parent)
+    out = _Output(Path(args.out).parent) if args.out is not None else None
+    _loading(args)
     bundle = _load_bundle(args)
     if args.images is not None:
         items, texts = folder_items(Path(args.images), Path(args.labels)), None
@@ -213,14 +281,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(table)
     for note in result.notes:
         print(f"  {note}")
-    if args.out is not None:
-        out = Path(args.out)
-        if out.suffix.lower() == ".json":  # rows from pandas (NaN as null), with the notes
+    if out is not None:
+        name = Path(args.out).name
+        if name.lower().endswith(".json"):  # rows from pandas (NaN as null), with the notes
             rows = json.loads(table.reset_index().to_json(orient="records"))
-            out.write_text(json.dumps({"rows": rows, "notes": result.notes}, indent=2) + "\n")
+            written = out.text(name, json.dumps({"rows": rows, "notes": result.notes}, indent=2) + "\n")
         else:
-            table.to_csv(out)
-        print(f"wrote {out}")
+            written = out.text(name, table.to_csv())
+        print(f"wrote {written}")
     return 0
 
 
@@ -254,8 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
         "explain", help="heat maps of images for texts",
         description="Explain each IMAGE for each --text: an overlay PNG (map over the image the model "
                     "saw, colour bar, cosine score in the title) and the raw map as .npy, named "
-                    "{image}__{text}__{method}.png/.npy. With --all-methods: one comparison grid per "
-                    "image (a row per text, a column per method) and every raw map.")
+                    "{image}__{text}__{method}__{mode}.png/.npy. With --all-methods: one comparison grid "
+                    "per image, {image}__all-methods__{mode}.png (a row per text, a column per method), "
+                    "and every raw map. Files are written whole or not at all.")
     explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     explain.add_argument("--text", "-t", action="append", required=True, metavar="TEXT",
                          help="a text to explain the image for (repeat for several)")
@@ -267,8 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--all-methods", action="store_true",
                          help="every registered method that supports --mode, in a comparison grid")
     explain.add_argument("--output", "-o", required=True, metavar="OUT", help="output directory (created)")
-    explain.add_argument("--dpi", type=_positive_int, default=120, help="resolution of the PNGs (default 120)")
-    explain.add_argument("--quiet", "-q", action="store_true", help="do not list the files written")
+    explain.add_argument("--dpi", type=_dpi, default=120,
+                         help=f"resolution of the PNGs, {MIN_DPI} to {MAX_DPI} (default 120; lowered for "
+                              f"images over {MAX_PIXELS_PER_SIDE} px a side)")
+    explain.add_argument("--quiet", "-q", action="store_true",
+                         help="no progress and do not list the files written")
     _add_model_options(explain)
     explain.set_defaults(func=cmd_explain, parser=explain)
 

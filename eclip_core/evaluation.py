@@ -11,6 +11,7 @@ DataFrames: :attr:`Evaluation.per_image` (one row per method and item) and
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import time
 from collections.abc import Sequence
@@ -22,12 +23,21 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm.auto import tqdm
 
 from . import shapes
 from .errors import InputError, one_line
 from .explainers import METHODS, Spec, all_specs, explain, parse_spec
-from .inputs import load_image, model_dtype_device, native_batch, text_targets, unpack
+from .inputs import (
+    check_image_tensor,
+    load_image,
+    model_dtype_device,
+    native_batch,
+    text_targets,
+    to_model_input,
+    unpack,
+)
 from .metrics import (
     DEFAULT_STEPS,
     DELETION_DIRECTION,
@@ -112,7 +122,7 @@ def zero_shot_predictions(bundle, images, texts: Sequence[str] | torch.Tensor) -
     """(B,) index of the original model's top-1 text for each image, on its own pipeline."""
     model, preprocess, tokenizer = unpack(bundle)
     if isinstance(images, torch.Tensor):
-        x = images
+        x = check_image_tensor(images)
     else:
         if preprocess is None:
             raise InputError("PIL images need the model's preprocess")
@@ -191,11 +201,14 @@ def _batches(items: Sequence[Item], batch_size: int, keep_size: bool) -> list[tu
 def _target_maps(bundle, spec: Spec, items: Sequence[Item], images: torch.Tensor, targets: torch.Tensor,
                  target_idx: list[int], options: dict[str, Any], batch_size: int,
                  timing: bool, progress: bool) -> tuple[list[torch.Tensor], float]:
-    """Each item's map of its own target: the targets are paired with the images, so each
-    image costs its own target only (a method whose maps depend on the set of prompts is
-    given every text, and each image's map of its own target is kept)."""
+    """Each item's map of its own target on the model's own input: the targets are paired with
+    the images, so each image costs its own target only (a method whose maps depend on the set
+    of prompts is given every text, and each image's map of its own target is kept). Keep-size
+    maps cover the whole image: they are placed on the model's input (resized and centre-cropped
+    like the image) by ``to_model_input``."""
     method = METHODS[spec.name]
     keep_size = method.check(spec.mode, options).keep_size
+    preprocess = unpack(bundle)[1]
     own = targets if method.prompt_set else targets[target_idx][:, None]  # (K, E) or (N, 1, E)
     if timing:  # untimed warm-up: one-time costs are not the method's cost per image
         explain(bundle, [items[0].image] if keep_size else images[:1], own[:1], spec.name, spec.mode, **options)
@@ -208,7 +221,10 @@ def _target_maps(bundle, spec: Spec, items: Sequence[Item], images: torch.Tensor
         e = explain(bundle, x, own if method.prompt_set else own[start:stop], spec.name, spec.mode, **options)
         seconds += time.perf_counter() - began
         batch = e.maps.detach().cpu()
-        maps += [batch[i, target_idx[start + i] if method.prompt_set else 0] for i in range(stop - start)]
+        for i in range(stop - start):
+            one = batch[i, target_idx[start + i] if method.prompt_set else 0]
+            # in float64, as the metrics upsample: a square image's map is scored exactly as before
+            maps.append(to_model_input(one.double(), items[start + i].image.size, preprocess) if keep_size else one)
     return maps, seconds
 
 
@@ -240,23 +256,25 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
         given = scene_items(given)
     elif not all(isinstance(it, Item) for it in given):
         raise InputError("evaluate takes Item objects or shapes scenes")
-    items = given
+    # decoded once: the keep-size input and the placement of its maps need the image
+    cases: list[Item] = [it if isinstance(it.image, Image.Image)
+                         else dataclasses.replace(it, image=load_image(it.image)) for it in given]
     model, preprocess, tokenizer = unpack(bundle)
     if preprocess is None or tokenizer is None:
         raise InputError("evaluate needs a (model, preprocess, tokenizer) bundle")
     bundle = (model, preprocess, tokenizer)
-    texts = list(texts) if texts is not None else list(dict.fromkeys(it.target for it in items))
-    missing = sorted({it.target for it in items} - set(texts))
+    texts = list(texts) if texts is not None else list(dict.fromkeys(it.target for it in cases))
+    missing = sorted({it.target for it in cases} - set(texts))
     if missing:
         raise InputError(f"targets not among the texts: {', '.join(map(repr, missing[:5]))}")
     specs = [parse_spec(m) for m in methods] if methods else all_specs()
     dtype, device = model_dtype_device(model)
-    images = native_batch([it.image for it in items], preprocess).to(device, dtype)
+    images = native_batch([it.image for it in cases], preprocess).to(device, dtype)
     targets = text_targets(model, tokenizer, texts)
-    target_idx = [texts.index(it.target) for it in items]
+    target_idx = [texts.index(it.target) for it in cases]
     with torch.no_grad():
         predicted = (F.normalize(model.encode_image(images), dim=-1) @ targets.T).argmax(-1).tolist()
-    right = [texts[p] in it.right_answers for p, it in zip(predicted, items)]
+    right = [texts[p] in it.right_answers for p, it in zip(predicted, cases)]
     curve_batch = curve_batch or (64 if images.shape[-1] * images.shape[-2] <= 128 * 128 else 32)
     forward = _forward_seconds(model, images, batch_size) if timing else float("nan")
     unknown = set(curves) - {"deletion", "insertion"}
@@ -268,7 +286,7 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
     for spec in tqdm(specs, desc="evaluate", disable=not progress):
         name = str(spec)
         opts = (options or {}).get(name, method_options(spec, rise_masks=rise_masks, seed=seed))
-        maps, seconds[name] = _target_maps(bundle, spec, items, images, targets, target_idx, opts,
+        maps, seconds[name] = _target_maps(bundle, spec, cases, images, targets, target_idx, opts,
                                            batch_size, timing, progress)
         results = {kind: perturbation_curves(model, images, maps, targets, target_idx, kind=kind,
                                              preprocess=preprocess, steps=steps, protocol=protocol, seed=seed,
@@ -278,7 +296,7 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
             first = next(iter(results.values()))
             measured[name] = {"fractions": first[0].fractions,
                               **{kind: np.stack([c.scores for c in res]) for kind, res in results.items()}}
-        for i, it in enumerate(items):
+        for i, it in enumerate(cases):
             row = {"method": name, "item": i, "target": it.target, "predicted": texts[predicted[i]],
                    "right": right[i]}
             for kind, res in results.items():
@@ -297,5 +315,5 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
     notes.append(f"zero-shot top-1 over {len(texts)} texts")
     if timing:
         notes.append(f"cost_ratio: explain time / one forward pass of the same images "
-                     f"({1000 * forward / len(items):.3f} ms per image)")
+                     f"({1000 * forward / len(cases):.3f} ms per image)")
     return Evaluation(pd.DataFrame(rows), measured, seconds if timing else {}, forward, texts, notes)

@@ -8,7 +8,13 @@ Two pipelines matter for the paper: the model's **native** preprocess (open_clip
 resize + centre crop + normalise), which every prediction and every metric uses, and
 the published Grad-ECLIP code's **keep-size** preprocess (aspect ratio kept, short
 side capped at 640, sides rounded to the patch size, bicubic, no crop), which only its
-reference mode uses.
+reference mode uses. One rule is ours, not the published code's: the long side is also
+capped, at 1280 px (twice the short-side cap), with a one-line warning where it applies.
+The published code caps only the short side, so a 4096x640 panorama became 41,000
+tokens on a patch-8 model (a 27 GB attention matrix in the first block) and 10,000 on
+ViT-B-16; with the cap every keep-size input has at most (640/p) x (1280/p) patches
+(12,800 at patch 8, 3,200 at patch 16), and images up to 2:1 -- nearly every
+photograph -- are resized exactly as the published code resizes them.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms import InterpolationMode, Normalize
+from torchvision.transforms import CenterCrop, InterpolationMode, Normalize, Resize
 from torchvision.transforms import functional as TF
 
+from . import maps as maps_
 from . import trace
 from .departures import FAITHFUL, Departures
 from .errors import InputError, one_line
@@ -36,7 +43,10 @@ Images = Any
 #: Images whose larger side exceeds this are downscaled (with a warning) before anything
 #: else: explanations are computed on a few hundred pixels, so memory stays bounded.
 MAX_SIDE = 4096
+#: The published keep-size rule: the short side shrunk to at most this many pixels.
 KEEP_SIZE_SHORT_SIDE = 640
+#: Ours, on top of it: the long side at most this many pixels (bounds the token count).
+KEEP_SIZE_LONG_SIDE = 2 * KEEP_SIZE_SHORT_SIDE
 
 
 def load_image(image) -> Image.Image:
@@ -168,24 +178,95 @@ def native_batch(images, preprocess) -> torch.Tensor:
     return torch.stack([preprocess(load_image(im)) for im in images])
 
 
-def keep_size_shape(width: int, height: int, patch: int) -> tuple[int, int]:
-    """(height, width) of the published code's keep-size input."""
+def keep_size_scaled(width: int, height: int) -> tuple[int, int]:
+    """(width, height) after the keep-size shrink: short side <= 640 (the published
+    rule), long side <= 1280 (ours); ``int()`` truncation as in the published code."""
+    if long_side_capped(width, height):  # exact integer arithmetic: the long side is 1280
+        long = max(width, height)
+        return max(1, width * KEEP_SIZE_LONG_SIDE // long), max(1, height * KEEP_SIZE_LONG_SIDE // long)
     if min(width, height) > KEEP_SIZE_SHORT_SIDE:
         scale = min(width, height) / KEEP_SIZE_SHORT_SIDE
-        width, height = int(width / scale), int(height / scale)
+        return int(width / scale), int(height / scale)
+    return width, height
+
+
+def long_side_capped(width: int, height: int) -> bool:
+    """Whether the keep-size shrink of this image is set by our long-side cap (an image
+    longer than 1280 px and more elongated than 2:1), not by the published rule."""
+    short, long = min(width, height), max(width, height)
+    return (long > KEEP_SIZE_LONG_SIDE
+            and long * KEEP_SIZE_SHORT_SIDE > max(short, KEEP_SIZE_SHORT_SIDE) * KEEP_SIZE_LONG_SIDE)
+
+
+def keep_size_shape(width: int, height: int, patch: int) -> tuple[int, int]:
+    """(height, width) of the keep-size input of a ``width`` x ``height`` image."""
+    width, height = keep_size_scaled(width, height)
     return (max(1, int(height / patch + 0.5)) * patch, max(1, int(width / patch + 0.5)) * patch)
 
 
 def keep_size_tensor(image, preprocess, patch: int) -> torch.Tensor:
-    """(3, H, W): aspect kept, short side <= 640, sides rounded to the patch, bicubic, no crop."""
+    """(3, H, W): aspect kept, short side <= 640, long side <= 1280, sides rounded to the
+    patch, bicubic, no crop."""
     image = load_image(image)
-    if min(image.size) > KEEP_SIZE_SHORT_SIDE:
-        scale = min(image.size) / KEEP_SIZE_SHORT_SIDE
-        image = image.resize((int(image.width / scale), int(image.height / scale)),
-                             Image.Resampling.BICUBIC)
+    scaled = keep_size_scaled(*image.size)
+    if long_side_capped(*image.size):
+        warnings.warn(f"keep-size input: the {image.width}x{image.height} image is shrunk to "
+                      f"{scaled[0]}x{scaled[1]} (long side capped at {KEEP_SIZE_LONG_SIDE} px to bound "
+                      f"the token count; the published code caps only the short side, at "
+                      f"{KEEP_SIZE_SHORT_SIDE})", stacklevel=3)
+    if scaled != image.size:
+        image = image.resize(scaled, Image.Resampling.BICUBIC)
     size = keep_size_shape(image.width, image.height, patch)
     resized = TF.resize(image, list(size), interpolation=InterpolationMode.BICUBIC)
     return normalization(preprocess)(TF.to_tensor(resized))
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def _resized(size: tuple[int, int], step: Resize) -> tuple[int, int]:
+    """(height, width) of a ``size`` (height, width) picture after torchvision's ``Resize``."""
+    h, w = size
+    requested = [step.size] if isinstance(step.size, int) else list(step.size)
+    if len(requested) == 2:
+        return int(requested[0]), int(requested[1])
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = int(requested[0]), int(requested[0] * long / short)
+    if step.max_size is not None and new_long > step.max_size:
+        new_short, new_long = int(step.max_size * new_short / new_long), int(step.max_size)
+    return (new_long, new_short) if w <= h else (new_short, new_long)
+
+
+def to_model_input(saliency: torch.Tensor, image_size: tuple[int, int], preprocess) -> torch.Tensor:
+    """(..., H, W): maps that cover a whole ``image_size`` (width, height) image, on the
+    pixels of the model's own input.
+
+    A keep-size (reference-mode) map covers the whole image, while the model -- and
+    every metric -- sees the image through its preprocess: the short side resized, then
+    a centre crop. This reproduces that geometry on the map: it is upsampled
+    bilinearly to the image's size after the preprocess's ``Resize``, then cropped (or
+    zero-padded) as its ``CenterCrop`` does, so each value lands on the pixel it
+    explains and the parts of the image the model never sees are dropped. Steps of the
+    preprocess that do not move pixels (mode conversion, ``ToTensor``, ``Normalize``)
+    are skipped; any other step is refused.
+    """
+    width, height = image_size
+    canvas, out, at_pixels = (int(height), int(width)), saliency, False
+    for step in getattr(preprocess, "transforms", None) or []:
+        if isinstance(step, Resize):
+            canvas = _resized(canvas, step)
+            out, at_pixels = maps_.upsample(out, canvas), True
+        elif isinstance(step, CenterCrop):
+            if not at_pixels:
+                out, at_pixels = maps_.upsample(out, canvas), True
+            out = TF.center_crop(out, list(step.size))
+            canvas = (int(step.size[0]), int(step.size[1]))
+        elif isinstance(step, Normalize) or "ToTensor" in type(step).__name__:
+            break
+        elif "convert" not in (getattr(step, "__name__", "") + type(step).__name__).lower():
+            raise InputError(f"cannot place a map on the model's input: the preprocess step {step!r} is "
+                             f"neither a Resize nor a CenterCrop")
+    return out if at_pixels else maps_.upsample(out, canvas)
 
 
 # ----------------------------------------------------------------------------- model bundles
@@ -227,10 +308,7 @@ def prepare_images(model, preprocess, images: Images,
     """
     dtype, device = model_dtype_device(model)
     if isinstance(images, torch.Tensor):
-        if not images.is_floating_point():
-            raise InputError(f"an image tensor must be float and already preprocessed with the model's "
-                             f"preprocess, got dtype {images.dtype}; pass PIL images or paths instead")
-        x = images.to(device, dtype)
+        x = check_image_tensor(images).to(device, dtype)
         if x.ndim == 3:
             x = x[None]
         trace.check_images(model, x, departures)
@@ -250,10 +328,23 @@ def prepare_images(model, preprocess, images: Images,
     return torch.stack(keep).to(device, dtype), original
 
 
+def check_image_tensor(images: torch.Tensor) -> torch.Tensor:
+    """``images`` unchanged if it is a float tensor, else a clear error saying what to pass.
+
+    A tensor is taken as the model's preprocessed input (normalised floats); integer,
+    bool and complex tensors are not that (a uint8 photograph is not normalised), so
+    they are refused rather than explained as they are.
+    """
+    if images.is_complex() or not images.is_floating_point():
+        raise InputError(f"an image tensor must be float and already preprocessed with the model's "
+                         f"preprocess, got dtype {images.dtype}; pass PIL images or paths instead")
+    return images
+
+
 def image_targets(model, preprocess, images) -> torch.Tensor:
     """(K, E) unit-norm image embeddings from images, a preprocessed batch, or embeddings."""
     if isinstance(images, torch.Tensor) and images.ndim == 2:
-        return check_targets(images, trace.embed_dim(model)).to(model_dtype_device(model)[0])
+        return check_targets(images, trace.embed_dim(model), model_dtype_device(model)[0])
     x, _ = prepare_images(model, preprocess, images)
     with torch.no_grad():
         return F.normalize(model.encode_image(x), dim=-1)
@@ -262,15 +353,33 @@ def image_targets(model, preprocess, images) -> torch.Tensor:
 # ----------------------------------------------------------------------------- texts
 
 
-def check_targets(targets: torch.Tensor, embed_dim: int | None) -> torch.Tensor:
-    """(K, E) unit-norm targets, or a clear error (E unchecked where the model declares none)."""
+def check_targets(targets: torch.Tensor, embed_dim: int | None,
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(K, E) unit-norm targets in ``dtype`` (default: their own), or a clear error.
+
+    Refused: another shape (E unchecked where the model declares none), no rows, a
+    dtype other than float, NaN or Inf, and a row whose norm overflows or vanishes in
+    its dtype (it would silently become a zero or NaN direction). Rows are normalised
+    in their own dtype, then converted.
+    """
     if targets.ndim != 2 or (embed_dim is not None and targets.shape[1] != embed_dim):
         raise InputError(f"target embeddings must be (K, {embed_dim or 'E'}), got {tuple(targets.shape)}")
     if targets.shape[0] == 0:
         raise InputError("no targets to explain (K = 0)")
-    if not torch.isfinite(targets).all() or (targets.norm(dim=-1) == 0).any():
-        raise InputError("target embeddings contain NaN/Inf or a zero vector")
-    return F.normalize(targets if targets.is_floating_point() else targets.float(), dim=-1)
+    if targets.is_complex() or not targets.is_floating_point():
+        raise InputError(f"target embeddings must be a float tensor (e.g. model.encode_text's output), "
+                         f"got dtype {targets.dtype}")
+    if not torch.isfinite(targets).all():
+        raise InputError("target embeddings contain NaN or Inf")
+    norms = targets.norm(dim=-1)
+    bad = (~torch.isfinite(norms)) | (norms == 0)
+    if bad.any():
+        row = int(bad.nonzero()[0, 0])
+        what = ("is a zero vector" if not targets[row].any()
+                else f"has a norm that over- or underflows in {targets.dtype}")
+        raise InputError(f"target embedding #{row} {what} (largest |value| "
+                         f"{float(targets[row].abs().max()):.3g}); pass unit-norm embeddings")
+    return (targets / norms[:, None]).to(dtype or targets.dtype)
 
 
 def text_targets(model, tokenizer, texts) -> torch.Tensor:
@@ -279,9 +388,9 @@ def text_targets(model, tokenizer, texts) -> torch.Tensor:
     dtype, device = model_dtype_device(model)
     if isinstance(texts, torch.Tensor):
         if texts.ndim == 3:
-            flat = check_targets(texts.flatten(0, 1).to(device), trace.embed_dim(model))
-            return flat.reshape(texts.shape).to(dtype)
-        return check_targets(texts.to(device), trace.embed_dim(model)).to(dtype)
+            flat = check_targets(texts.flatten(0, 1).to(device), trace.embed_dim(model), dtype)
+            return flat.reshape(texts.shape)
+        return check_targets(texts.to(device), trace.embed_dim(model), dtype)
     tokens = tokenize(tokenizer, texts).to(device)
     with torch.no_grad():
         embeddings = F.normalize(model.encode_text(tokens), dim=-1)
@@ -314,6 +423,9 @@ def paired_text_targets(model, tokenizer, texts: Sequence[Sequence[str]], batch:
 
 def tokenize(tokenizer, texts: str | Sequence[str]) -> torch.Tensor:
     """Token ids of K non-empty strings, or a clear error; over-long texts are cut with a warning."""
+    if not isinstance(texts, (str, list, tuple)):
+        raise InputError(f"texts must be a string, a list of strings or a (K, E) float tensor of "
+                         f"embeddings, got {type(texts).__name__}")
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise InputError("no targets to explain: the list of texts is empty")
@@ -324,9 +436,36 @@ def tokenize(tokenizer, texts: str | Sequence[str]) -> torch.Tensor:
             raise InputError(f"text #{i} is empty")
     if tokenizer is None:
         raise InputError("strings need the model's tokenizer: pass tokenizer= or a load_model() result")
+    _check_vocabulary(tokenizer, texts)
     tokens = tokenizer(texts)
     _warn_truncated(tokenizer, texts, tokens)
     return tokens
+
+
+def _excerpt(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_vocabulary(tokenizer, texts: list[str]) -> None:
+    """Word-level tokenizers (the embedded model's) read words outside their vocabulary as
+    ``<unk>`` and drop symbols such as emoji: "a cat" and "a dog" would be the same text.
+    One warning per text names its unknown words; a text with no known word is refused.
+    Byte-level BPE tokenizers (open_clip's) represent any text and are not checked."""
+    split = getattr(tokenizer, "split_known", None)
+    if not callable(split):
+        return
+    vocabulary = getattr(tokenizer, "vocab", ())
+    listed = ", ".join(w for w in vocabulary if not (w.startswith("<") and w.endswith(">")))
+    for i, text in enumerate(texts):
+        known, unknown = split(text)
+        if not known:
+            raise InputError(f"text #{i} {_excerpt(text)!r} has no word the model's tokenizer knows; its "
+                             f"vocabulary: {listed}")
+        if unknown:
+            warnings.warn(f"text #{i} {_excerpt(text)!r}: {', '.join(map(repr, unknown))} "
+                          f"{'is' if len(unknown) == 1 else 'are'} not in the model's vocabulary and "
+                          f"cannot change the explanation (read as <unk> or dropped; 'eclip methods' "
+                          f"lists the vocabulary)", stacklevel=4)
 
 
 def _warn_truncated(tokenizer, texts: list[str], tokens: torch.Tensor) -> None:
@@ -345,8 +484,7 @@ def _warn_truncated(tokenizer, texts: list[str], tokens: torch.Tensor) -> None:
         needed = [""] * len(lengths)
     for i, (text, length) in enumerate(zip(texts, lengths)):
         if length > ctx:
-            excerpt = text if len(text) <= 60 else text[:57] + "..."
-            warnings.warn(f"text #{i} {excerpt!r} is longer than the model's context length of "
+            warnings.warn(f"text #{i} {_excerpt(text)!r} is longer than the model's context length of "
                           f"{ctx} tokens{needed[i]}: it is truncated to its first {ctx} tokens",
                           stacklevel=4)
 

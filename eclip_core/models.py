@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
+import pickletools
 import re
-from collections.abc import Callable
+import socket
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlparse
 
 import open_clip
 import torch
@@ -19,6 +26,8 @@ from .trace import SUPPORTED, text_tower, vision_tower
 
 DEFAULT_MODEL = "eclip-shapes"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+#: Seconds to wait for the weights' host before saying it is unreachable.
+HOST_TIMEOUT = 5.0
 
 
 class LoadedModel(NamedTuple):
@@ -43,6 +52,18 @@ def available_models() -> list[str]:
     return [DEFAULT_MODEL] + sorted(open_clip.list_models())
 
 
+def unknown_model(name: object) -> ModelLoadError:
+    """The error for a name that is no model: the closest names first, then all of them."""
+    names = available_models()
+    text = str(name)
+    same = [n for n in names if n.lower() == text.lower()]
+    close = same or difflib.get_close_matches(text, names, n=3, cutoff=0.6) or \
+        difflib.get_close_matches(text.lower(), [n.lower() for n in names], n=3, cutoff=0.6)
+    close = [next(n for n in names if n.lower() == c.lower()) for c in close]
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    return ModelLoadError(f"unknown model {name!r}{hint}; available: {', '.join(names)}")
+
+
 def model_info(name: str) -> ModelInfo:
     """Classify a model from its config: is its image tower a ViT, can eclip trace it."""
     if name == DEFAULT_MODEL:
@@ -50,7 +71,7 @@ def model_info(name: str) -> ModelInfo:
 
     config = open_clip.get_model_config(name)
     if config is None:
-        raise ModelLoadError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+        raise unknown_model(name)
     vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
     timm_name = vision.get("timm_model_name")
     if isinstance(vision.get("layers"), (list, tuple)):
@@ -93,7 +114,7 @@ def load_model(name: str | None = None, pretrained: str | Path | None = None,
         return LoadedModel(_to_device(loaded[0], device), *loaded[1:])
 
     if not isinstance(name, str) or name not in open_clip.list_models():
-        raise ModelLoadError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+        raise unknown_model(name)
     info = model_info(name)
     if not info.supported:
         raise UnsupportedModelError(f"unsupported model {name!r}: {info.note}; supported: {SUPPORTED}")
@@ -113,8 +134,10 @@ def load_model(name: str | None = None, pretrained: str | Path | None = None,
         if pretrained is not None and str(pretrained) not in tags:
             raise ModelLoadError(f"pretrained {str(pretrained)!r} is neither a file nor a tag of {name!r}; "
                                  f"its tags: {', '.join(tags) or 'none'}")
-        try:
-            with _quiet_open_clip(pretrained is None):
+        if pretrained is not None:
+            _fetch_weights(name, str(pretrained))  # from the cache, or downloaded once, quietly
+        try:  # from the cache only: the weights are there now
+            with _quiet_open_clip(), _hub_offline():
                 model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
         except Exception as err:  # open_clip raises many types; the user needs one message
             raise ModelLoadError(f"could not load {name!r} with pretrained={str(pretrained)!r}: "
@@ -156,16 +179,86 @@ def _to_device(model: torch.nn.Module, device) -> torch.nn.Module:
 
 
 @contextmanager
-def _quiet_open_clip(quiet: bool = True):
-    """Silence open_clip's "no pretrained weights" warning where random init is what was asked."""
-    logger = logging.getLogger()
-    level = logger.level
+def _quiet_open_clip(quiet: bool = True) -> Iterator[None]:
+    """Silence open_clip's and the Hugging Face hub's logging (its warnings, its retries):
+    what goes wrong reaches the user as one ModelLoadError."""
+    loggers = [logging.getLogger(name) for name in ("", "huggingface_hub", "urllib3", "filelock")]
+    levels = [logger.level for logger in loggers]
     if quiet:
-        logger.setLevel(logging.ERROR)
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            if quiet:
+                warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+@contextmanager
+def _hub_offline(offline: bool = True) -> Iterator[None]:
+    """The Hugging Face hub in offline mode (cache only, no request) for the duration."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # no hub: open_clip downloads from URLs, which _fetch_weights handles
+        yield
+        return
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = offline
     try:
         yield
     finally:
-        logger.setLevel(level)
+        constants.HF_HUB_OFFLINE = before
+
+
+def _from_hub(cfg: dict) -> bool:
+    """Whether open_clip takes a tag's weights from the Hugging Face hub (else from its URL)."""
+    try:
+        import huggingface_hub  # noqa: F401
+    except ImportError:
+        return False
+    return bool(cfg.get("hf_hub"))
+
+
+def _weights_host(cfg: dict) -> str:
+    """The host open_clip downloads a tag's weights from."""
+    if _from_hub(cfg):
+        from huggingface_hub import constants
+
+        return urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    return urlparse(cfg.get("url", "")).hostname or "the download server"
+
+
+def _fetch_weights(name: str, tag: str) -> None:
+    """Make sure the weights of ``tag`` are in the local cache: found there without any
+    request, else downloaded once, quietly. An unreachable host fails in one line within
+    :data:`HOST_TIMEOUT` seconds, not after the hub's retries and pages of logging."""
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not _from_hub(cfg):
+        if os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(cfg.get("url", "")))):
+            return  # open_clip's URL cache (its checksum is checked when it loads)
+    else:
+        try:
+            with _quiet_open_clip(), _hub_offline():
+                open_clip.download_pretrained(cfg)
+            return
+        except Exception:  # not in the cache
+            pass
+    host = _weights_host(cfg)
+    try:
+        socket.create_connection((host, 443), timeout=HOST_TIMEOUT).close()
+    except OSError as err:
+        raise ModelLoadError(f"cannot download the weights of {name!r} (pretrained={tag!r}): {host} is "
+                             f"unreachable ({one_line(err.strerror or err, 80)}) and they are not in the "
+                             f"local cache; connect once to download them, or pass a checkpoint file") from None
+    try:
+        with _quiet_open_clip(), _hub_offline(False):
+            open_clip.download_pretrained(cfg)
+    except Exception as err:
+        raise ModelLoadError(f"could not download the weights of {name!r} (pretrained={tag!r}) from "
+                             f"{host}: {one_line(err, 200)}") from None
 
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
@@ -184,7 +277,9 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about pickle protocols before failing
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ModelLoadError(_unreadable(path, err)) from None
     if isinstance(state, dict):
@@ -206,13 +301,80 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+#: Globals of a torch.save'd state dict of tensors (what weights_only=True accepts).
+_TENSOR_GLOBALS = re.compile(r"^(torch\.|collections OrderedDict$|collections\.OrderedDict$|_codecs encode$)")
+
+
+def _sniff(path: Path) -> str | None:
+    """Why a file that torch.load refused is not a weights file, in words (None: no idea).
+
+    Reads bytes only: a pickle is disassembled (``pickletools``), never unpickled."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return None
+    if not head:
+        return "the file is empty"
+    data = None
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip archive: its pickle is data.pkl
+        try:
+            with zipfile.ZipFile(path) as archive:
+                member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(member) if member else None
+        except (zipfile.BadZipFile, OSError, KeyError):
+            return "it is a zip archive that is not a PyTorch checkpoint"
+        if data is None:
+            return "it is a zip archive without the data.pkl of a PyTorch checkpoint"
+    elif head[:1] == b"\x80":
+        data = path.read_bytes()
+    else:
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            return "it is neither a PyTorch checkpoint (a zip archive) nor a pickle"
+        if sum(c.isprintable() or c.isspace() for c in text) >= 0.95 * len(text):
+            snippet = " ".join(text.split())[:40]
+            return f"it is a text file (it starts {snippet!r}), not a PyTorch checkpoint"
+        return "it is neither a PyTorch checkpoint (a zip archive) nor a pickle"
+    found = _pickled_globals(data)
+    others = [g for g in found if not _TENSOR_GLOBALS.match(g)]
+    if others:
+        return f"it pickles the Python object {others[0].replace(' ', '.')}"
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] >= 4:
+        return f"it is a plain pickle (protocol {head[1]}), not a file written by torch.save"
+    return None
+
+
+def _pickled_globals(data: bytes) -> list[str]:
+    """The globals a pickle refers to ("module name"), read from its opcodes."""
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                found.append(str(arg))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]} {strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # a truncated or odd pickle: what was read so far
+        pass
+    return found
+
+
 def _unreadable(path: Path, err: BaseException) -> str:
     message = str(err)
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
-    if found:
+    sniffed = None if path.suffix == ".safetensors" else _sniff(path)
+    if found or (sniffed or "").startswith("it pickles"):
+        what = found.group(1) if found else (sniffed or "").removeprefix("it pickles the Python object ")
         return (f"checkpoint {str(path)!r} is not a weights-only file: it pickles the Python object "
-                f"{found.group(1)}, and eclip never unpickles code (save model.state_dict() with "
+                f"{what}, and eclip never unpickles code (save model.state_dict() with "
                 f"safetensors or torch.save)")
+    if sniffed:
+        return (f"checkpoint {str(path)!r} cannot be read as a weights-only PyTorch file: {sniffed} "
+                f"(eclip reads .safetensors, or torch.save files with weights_only=True)")
     if "Weights only load failed" in message:
         detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|Check the documentation|$)",
                            message, re.S)

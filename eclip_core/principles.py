@@ -40,6 +40,7 @@ from .explainers import explain
 from .explainers.base import cosine_scores
 from .inputs import (
     as_list,
+    check_image_tensor,
     load_image,
     model_dtype_device,
     native_batch,
@@ -111,7 +112,7 @@ def original_scores(bundle, images, texts) -> torch.Tensor:
     dtype, device = model_dtype_device(model)
     images = _images_list(images)
     if isinstance(images, torch.Tensor):
-        x = images[None] if images.ndim == 3 else images
+        x = check_image_tensor(images[None] if images.ndim == 3 else images)
         size = trace.image_size(model)
         if tuple(x.shape[-2:]) != size:
             raise InputError(f"P1 compares with the original pipeline ({size[0]}x{size[1]}); a "

@@ -524,17 +524,21 @@ def check_tokens(tower, tokens: torch.Tensor) -> None:
 
 
 def trace_text(model, tokens: torch.Tensor, departures: Departures = FAITHFUL, *,
-               explained: int = 1) -> Trace:
+               explained: int = 1, differentiable: bool = False) -> Trace:
     """Recorded forward pass of the text tower (causal mask), reproducing ``encode_text``.
 
     ``departures.heads`` recomputes the last ``explained`` blocks with that many heads:
     the published code's one-head recompute of the blocks it explains.
+    ``differentiable``: the token embeddings enter as a leaf that requires grad, so the
+    record can be differentiated (under grad mode) even when the parameters are frozen.
     """
     tower = text_tower(model)
     check_tokens(tower, tokens)
     n = tokens.shape[1]
     dtype = tower.token_embedding.weight.dtype
     x = tower.token_embedding(tokens).to(dtype) + tower.positional_embedding[:n].to(dtype)
+    if differentiable:
+        x = x.detach().requires_grad_(True)
     mask = tower.attn_mask[:n, :n].to(dtype) if tower.attn_mask is not None else None
     blocks = run_blocks(tower.transformer.resblocks, x, mask, departed=explained, heads=departures.heads)
     idx = text_pool_index(tower, tokens)

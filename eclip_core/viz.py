@@ -13,7 +13,12 @@ displays as usual.
 from __future__ import annotations
 
 import hashlib
+import math
+import os
+import textwrap
+import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -64,61 +69,133 @@ def input_image(image, preprocess=None, *, size: tuple[int, int] | None = None) 
     return image.convert("RGB")
 
 
+#: Figures stay within this many inches per side (cells shrink to fit).
+MAX_FIGURE_INCHES = 40.0
+#: Saved images stay within this many pixels per side and in all (the dpi is lowered to fit).
+MAX_PIXELS_PER_SIDE = 12000
+MAX_PIXELS = 60_000_000
+TITLE_CHARS = 60  # title lines are wrapped at this many characters
+_FONT = 9  # points: titles
+_TICKS = 7  # points: colour-bar ticks
+_BAR_PAD, _BAR_WIDTH, _BAR_LABELS = 0.08, 0.12, 0.45  # inches: gap, bar, tick labels
+_MARGIN = 0.1
+
+
 def _limits(arr: np.ndarray) -> tuple[float, float]:
+    """Colour range of a map: its min and max; a constant (or numerically constant) map gets
+    the range from 0 to its value ([0, 1] for zeros), so it is drawn as "none" or "all"
+    at that value rather than as mid-scale noise."""
     lo, hi = float(arr.min()), float(arr.max())
-    if hi <= lo:  # a constant map: still draw it, with a unit-wide scale
-        lo, hi = lo - 0.5, hi + 0.5
+    if hi - lo <= 1e-9 * max(abs(lo), abs(hi), 1e-30):
+        value = (lo + hi) / 2
+        return (0.0, 1.0) if value == 0 else (min(0.0, value), max(0.0, value))
     return lo, hi
 
 
-def _overlay_size(width: int, height: int, titled: bool, colorbar: bool) -> tuple[float, float]:
-    """Inches: the picture's longer side ~3.8 in, plus room for the title and colour bar."""
-    scale = 3.8 / max(width, height)
-    w, h = max(width * scale, 1.2), max(height * scale, 1.2)
-    return w + (0.9 if colorbar else 0.2), h + (0.7 if titled else 0.2)
+def _text_size(text: str, size: float = _FONT) -> tuple[float, float]:
+    """(width, height) in inches of ``text`` (one or more lines) at ``size`` points."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    renderer = RendererAgg(10, 10, 72)
+    lines = text.split("\n")
+    width = max(renderer.get_text_width_height_descent(line or " ", FontProperties(size=size), ismath=False)[0]
+                for line in lines)
+    return width / 72, len(lines) * size * 1.25 / 72
 
 
-def overlay(image, saliency, *, title: str | None = None, ax=None, alpha: float = ALPHA,
-            cmap: str = CMAP, colorbar: bool = True) -> Figure:
-    """The map drawn (bilinearly upsampled) over the image, with a colour bar.
+def _wrapped(title: str | None) -> str | None:
+    if not title:
+        return None
+    return "\n".join(textwrap.fill(line, TITLE_CHARS) if line else line for line in title.split("\n"))
 
-    ``image``: a PIL image (or a path), best the one the model saw (:func:`input_image`);
-    ``saliency``: a (gh, gw) tensor or array stretched over the whole image. Draws into
-    ``ax`` where given, else into a new figure; returns the figure (the axes is
-    ``fig.axes[0]`` for a new figure). NaN or Inf in the map raise :class:`InputError`.
-    """
-    arr = as_map(saliency)
-    picture = np.asarray(image if isinstance(image, Image.Image) and image.mode == "RGB"
-                         else load_image(image))
+
+def _picture_inches(width: int, height: int, long: float, short_min: float, long_max: float) -> tuple[float, float]:
+    """(w, h) inches of a picture: the longer side ``long``; a very flat or tall picture is
+    enlarged so its short side reaches ``short_min``, its long side at most ``long_max``."""
+    scale = long / max(width, height)
+    if min(width, height) * scale < short_min:
+        scale = min(short_min / min(width, height), long_max / max(width, height))
+    return width * scale, height * scale
+
+
+def _draw(ax, cax, picture: np.ndarray, arr: np.ndarray, alpha: float, cmap: str) -> None:
+    """The map over the picture in ``ax``, its colour bar in ``cax`` (None: no bar)."""
     height, width = picture.shape[:2]
-    if ax is None:
-        fig = Figure(figsize=_overlay_size(width, height, bool(title), colorbar), layout="constrained")
-        ax = fig.add_subplot()
-    fig = ax.figure
     extent = (0, width, height, 0)
-    ax.imshow(picture, extent=extent)
+    ax.imshow(picture, extent=extent, aspect="auto")
     lo, hi = _limits(arr)
     shown = ax.imshow(arr, cmap=cmap, alpha=alpha, extent=extent, interpolation="bilinear",
-                      vmin=lo, vmax=hi)
+                      vmin=lo, vmax=hi, aspect="auto")
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.set_xticks([])
     ax.set_yticks([])
+    if cax is None:
+        return
+    bar = ax.figure.colorbar(shown, cax=cax)
+    bar.ax.tick_params(labelsize=_TICKS)
+    inches = cax.get_position().height * ax.figure.get_size_inches()[1]
+    if inches < 0.6:  # a short bar: its ends only, so the labels do not overlap
+        bar.set_ticks([lo, hi])
+
+
+def _at(fig: Figure, x: float, y: float, w: float, h: float):
+    """Axes at (x, y, w, h) inches from the figure's bottom-left corner."""
+    fw, fh = fig.get_size_inches()
+    return fig.add_axes((x / fw, y / fh, w / fw, h / fh))
+
+
+def overlay(image, saliency, *, title: str | None = None, ax=None, alpha: float = ALPHA,
+            cmap: str = CMAP, colorbar: bool = True) -> Figure:
+    """The map drawn (bilinearly upsampled) over the image, with a colour bar of the
+    picture's height.
+
+    ``image``: a PIL image (or a path), best the one the model saw (:func:`input_image`);
+    ``saliency``: a (gh, gw) tensor or array stretched over the whole image. Draws into
+    ``ax`` where given, else into a new figure laid out for the picture's aspect ratio
+    (panoramas and very tall images keep their title and a bar of their height; the
+    figure stays within :data:`MAX_FIGURE_INCHES`); returns the figure (the picture's
+    axes is ``fig.axes[0]``). NaN or Inf in the map raise :class:`InputError`.
+    """
+    arr = as_map(saliency)
+    picture = np.asarray(image if isinstance(image, Image.Image) and image.mode == "RGB"
+                         else load_image(image))
+    title = _wrapped(title)
+    if ax is not None:
+        cax = ax.inset_axes((1.03, 0.0, 0.05, 1.0)) if colorbar else None  # follows the picture
+        _draw(ax, cax, picture, arr, alpha, cmap)
+        if title:
+            ax.set_title(title, fontsize=_FONT)
+        return ax.figure
+    height, width = picture.shape[:2]
+    pw, ph = _picture_inches(width, height, 3.8, 0.5, 10.0)
+    tw, th = _text_size(title) if title else (0.0, 0.0)
+    bar = _BAR_PAD + _BAR_WIDTH + _BAR_LABELS if colorbar else 0.0
+    x0 = max(_MARGIN, tw / 2 + _MARGIN - pw / 2)  # the title is centred over the picture
+    fw = max(x0 + pw + bar + _MARGIN, x0 + pw / 2 + tw / 2 + _MARGIN)
+    fh = _MARGIN + ph + (th + 0.15 if title else _MARGIN)
+    fig = Figure(figsize=(min(fw, MAX_FIGURE_INCHES), min(fh, MAX_FIGURE_INCHES)))
+    ax = _at(fig, x0, _MARGIN, pw, ph)
+    cax = _at(fig, x0 + pw + _BAR_PAD, _MARGIN, _BAR_WIDTH, ph) if colorbar else None
+    _draw(ax, cax, picture, arr, alpha, cmap)
     if title:
-        ax.set_title(title, fontsize=9)
-    if colorbar:
-        bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
-        bar.ax.tick_params(labelsize=7)
+        ax.set_title(title, fontsize=_FONT, pad=4)
     return fig
 
 
 def comparison_grid(image, maps: Mapping[str, object], texts: Sequence[str], *,
                     scores: Mapping[str, Sequence[float]] | None = None,
+                    scores_original: Mapping[str, Sequence[float]] | None = None,
                     title: str | None = None, alpha: float = ALPHA, cmap: str = CMAP) -> Figure:
     """One row per text, one column per method: the maps over the same image.
 
     ``maps``: method name -> (K, gh, gw) maps (a (1, K, gh, gw) ``Explanation.maps``
-    works too) for the K ``texts``; ``scores``: method -> K scores, shown in the cells.
+    works too) for the K ``texts``; ``scores``: method -> K scores, shown in the cells;
+    ``scores_original``: method -> K scores of the original model where the method
+    explained another forward pass (reference mode), shown beside them. Each cell has
+    a colour bar of the picture's height; cells shrink so that the figure stays within
+    :data:`MAX_FIGURE_INCHES`.
     """
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not maps:
@@ -138,21 +215,80 @@ def comparison_grid(image, maps: Mapping[str, object], texts: Sequence[str], *,
             raise InputError(f"maps of {method!r} must be (K={len(texts)}, grid_h, grid_w), "
                              f"got shape {arr.shape}")
         grids[method] = [as_map(arr[k], f"map of {method!r} for text #{k}") for k in range(len(texts))]
-    picture = image if isinstance(image, Image.Image) and image.mode == "RGB" else load_image(image)
+    picture = np.asarray(image if isinstance(image, Image.Image) and image.mode == "RGB" else load_image(image))
     rows, cols = len(texts), len(grids)
-    fig = Figure(figsize=(2.5 * cols + 0.6, 2.3 * rows + 0.4), layout="constrained")
-    axes = np.asarray(fig.subplots(rows, cols, squeeze=False))
-    for r, text in enumerate(texts):
-        for c, (method, per_text) in enumerate(grids.items()):
-            cell = method if r == 0 else ""
+    cells = {}
+    for method in grids:
+        for r in range(rows):
+            lines = [method] if r == 0 else []
             if scores is not None and method in scores:
-                cell = f"{cell}\ncos {float(scores[method][r]):.3f}".strip()
-            overlay(picture, per_text[r], title=cell or None, ax=axes[r, c], alpha=alpha, cmap=cmap)
-        label = text if len(text) <= 28 else text[:25] + "..."
-        axes[r, 0].set_ylabel(label, fontsize=9)
+                line = f"cos {float(scores[method][r]):.3f}"
+                if scores_original is not None and method in scores_original:
+                    line += f" (original {float(scores_original[method][r]):.3f})"
+                lines.append(line)
+            cells[method, r] = "\n".join(lines)
+    title_h = max((_text_size(c)[1] for c in cells.values() if c), default=0.0) + 0.1
+    cell_w = max((_text_size(c)[0] for c in cells.values() if c), default=0.0)
+    labels = [textwrap.fill(t if len(t) <= 40 else t[:37] + "...", 16) for t in texts]
+    label_w = max(_text_size(label)[0] for label in labels) + 0.2  # the row's text, left of it
+    bar = _BAR_PAD + _BAR_WIDTH + _BAR_LABELS
+    sup_h = _text_size(title, 10)[1] + 0.15 if title else 0.0
+    height, width = picture.shape[:2]
+    pw, ph = _picture_inches(width, height, 2.0, 0.4, 6.0)
+
+    def size(scale: float) -> tuple[float, float, float]:
+        col_w = max(pw * scale + bar, cell_w) + 0.15
+        return col_w, label_w + cols * col_w + _MARGIN, sup_h + rows * (ph * scale + title_h + 0.1) + _MARGIN
+
+    scale = 1.0
+    col_w, fw, fh = size(scale)
+    if max(fw, fh) > MAX_FIGURE_INCHES:  # shrink the pictures (titles keep their size)
+        scale = max(0.05, min((MAX_FIGURE_INCHES - label_w - cols * (bar + 0.15) - _MARGIN) / (cols * pw),
+                              (MAX_FIGURE_INCHES - sup_h - rows * (title_h + 0.1) - _MARGIN) / (rows * ph)))
+        col_w, fw, fh = size(scale)
+    fig = Figure(figsize=(min(fw, MAX_FIGURE_INCHES), min(fh, MAX_FIGURE_INCHES)))
+    w, h = pw * scale, ph * scale
+    for r in range(rows):
+        y = fh - sup_h - (r + 1) * (h + title_h + 0.1) + 0.05
+        for c, (method, per_text) in enumerate(grids.items()):
+            x = label_w + c * col_w + (col_w - w - bar) / 2
+            ax = _at(fig, x, y, w, h)
+            _draw(ax, _at(fig, x + w + _BAR_PAD, y, _BAR_WIDTH, h), picture, per_text[r], alpha, cmap)
+            if cells[method, r]:
+                ax.set_title(cells[method, r], fontsize=_FONT, pad=3)
+            if c == 0:
+                fig.text((label_w - 0.1) / fw, (y + h / 2) / fh, labels[r], fontsize=_FONT, ha="right",
+                         va="center")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, y=1 - 0.05 / fh, va="top")
     return fig
+
+
+def save_figure(fig: Figure, path, dpi: float = 120) -> float:
+    """Render ``fig`` to ``path`` (PNG) at ``dpi``, lowered (with a warning) so the image stays
+    within :data:`MAX_PIXELS_PER_SIDE` and :data:`MAX_PIXELS`; written to a temporary name
+    and renamed, so the file is whole or absent. Returns the dpi used."""
+    fw, fh = fig.get_size_inches()
+    limit = min(MAX_PIXELS_PER_SIDE / max(fw, fh), math.sqrt(MAX_PIXELS / (fw * fh)))
+    if dpi > limit:
+        warnings.warn(f"{Path(path).name}: {dpi:g} dpi would make a {fw * dpi:.0f}x{fh * dpi:.0f} px image; "
+                      f"saved at {limit:.0f} dpi", stacklevel=2)
+        dpi = limit
+    write_atomically(Path(path), lambda handle: fig.savefig(handle, format="png", dpi=dpi))
+    return dpi
+
+
+def write_atomically(path: Path, write) -> None:
+    """``write(handle)`` into a temporary file beside ``path``, then rename it to ``path``:
+    a failure leaves no half-written ``path`` (and no temporary file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def token_bar(words: Sequence[str], weights, *, title: str | None = None, ax=None) -> Figure:

@@ -9,6 +9,8 @@ position the end of the caption, exactly as with CLIP's BPE tokenizer.
 from __future__ import annotations
 
 import re
+import string
+import unicodedata
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -22,10 +24,13 @@ DEFAULT_CONTEXT_LENGTH = 16
 _NON_WORD = re.compile(r"[^a-z0-9\s]+")
 
 
+#: The words the tokenizer knows; any other word is read as ``<unk>``.
+WORDS: tuple[str, ...] = FILLER_WORDS + COLOURS + SHAPES
+
+
 def build_vocab() -> tuple[str, ...]:
     """All tokens in id order: pad, unk, sot, words, eot (highest id)."""
-    words = FILLER_WORDS + COLOURS + SHAPES
-    return (PAD, UNK, SOT) + words + (EOT,)
+    return (PAD, UNK, SOT) + WORDS + (EOT,)
 
 
 class ShapesTokenizer:
@@ -50,6 +55,20 @@ class ShapesTokenizer:
     def words(text: str) -> list[str]:
         """Lower-cased words with punctuation removed."""
         return _NON_WORD.sub(" ", text.lower()).split()
+
+    def split_known(self, text: str) -> tuple[list[str], list[str]]:
+        """(known words, unknown pieces) of a text: the words in the vocabulary, and the
+        pieces the tokenizer cannot represent -- words read as ``<unk>`` and symbols such
+        as emoji, which are dropped -- as written (punctuation, always dropped, is neither)."""
+        known: list[str] = []
+        unknown: list[str] = []
+        for chunk in text.split():
+            words = self.words(chunk)
+            known += [w for w in words if w in self.token_to_id]
+            if any(w not in self.token_to_id for w in words) or (
+                    not words and any(not unicodedata.category(c).startswith("P") for c in chunk)):
+                unknown.append(chunk.strip(string.punctuation) or chunk)
+        return known, unknown
 
     def encode(self, text: str) -> list[int]:
         """Ids for one text, truncated so that ``<eot>`` always stays last."""

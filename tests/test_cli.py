@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import eclip_core as ec
 from eclip_core import shapes
@@ -69,13 +70,15 @@ def test_explain_writes_a_png_and_a_npy_per_text(capsys, tmp_path, scene_png, gr
                           "-o", out_dir)
     assert code == 0, err
     names = sorted(p.name for p in out_dir.iterdir())
-    assert names == ["scene__a-blue-square__attention_eclip.npy", "scene__a-blue-square__attention_eclip.png",
-                     "scene__a-red-circle__attention_eclip.npy", "scene__a-red-circle__attention_eclip.png"]
-    raw = np.load(out_dir / "scene__a-red-circle__attention_eclip.npy")
+    assert names == ["scene__a-blue-square__attention_eclip__faithful.npy",
+                     "scene__a-blue-square__attention_eclip__faithful.png",
+                     "scene__a-red-circle__attention_eclip__faithful.npy",
+                     "scene__a-red-circle__attention_eclip__faithful.png"]
+    raw = np.load(out_dir / "scene__a-red-circle__attention_eclip__faithful.npy")
     assert raw.shape == grid and np.isfinite(raw).all()
     expected = ec.explain(ec.load_model(), [scene_png], ["a red circle"]).maps[0, 0].numpy()
     np.testing.assert_allclose(raw, expected, rtol=1e-5, atol=1e-7)
-    assert (out_dir / "scene__a-red-circle__attention_eclip.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out_dir / "scene__a-red-circle__attention_eclip__faithful.png").read_bytes()[:4] == b"\x89PNG"
     assert "cos" in out
 
 
@@ -86,17 +89,22 @@ def test_explain_reference_mode_and_method(capsys, tmp_path, scene_png):
                         "--mode", "reference", "-o", tmp_path / "out", "-q")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [
-        "my.scene.v2__a-red-circle__grad_eclip.png", "scene__a-red-circle__grad_eclip.png"]
+        "my.scene.v2__a-red-circle__grad_eclip__reference.png", "scene__a-red-circle__grad_eclip__reference.png"]
 
 
 def test_all_methods_writes_a_comparison_grid(capsys, tmp_path, scene_png):
-    code, _, err = _run(capsys, "explain", scene_png, "-t", "a red circle", "-t", "a green star",
-                        "--all-methods", "-o", tmp_path)
+    code, out, err = _run(capsys, "explain", scene_png, "-t", "a red circle", "-t", "a green star",
+                          "--all-methods", "-o", tmp_path)
     assert code == 0, err
-    grid_png = tmp_path / "scene__all-methods.png"
+    # progress: a line per method before it runs, and RISE's bar over its batches of masks
+    said = [line for line in out.splitlines() if line.startswith("[")]
+    assert said == [f"[{i}/{len(METHODS)}] {m} on scene.png ..." for i, m in enumerate(METHODS, start=1)]
+    assert "RISE, 500 masks" in err
+    grid_png = tmp_path / "scene__all-methods__faithful.png"
     assert grid_png.is_file() and grid_png.stat().st_size > 10_000
     npys = {p.name for p in tmp_path.glob("*.npy")}
-    assert npys == {f"scene__{slug(t)}__{m}.npy" for t in ("a red circle", "a green star") for m in METHODS}
+    assert npys == {f"scene__{slug(t)}__{m}__faithful.npy" for t in ("a red circle", "a green star")
+                    for m in METHODS}
 
 
 def test_missing_image_exit_code_1_and_one_line(capsys, tmp_path):
@@ -227,3 +235,157 @@ def test_viz_helpers_for_notebooks(tmp_path):
     bar.savefig(tmp_path / "bar.png")
     with pytest.raises(ec.InputError, match="2 words but 1 weights"):
         viz.token_bar(["a", "b"], [1.0])
+
+
+def test_methods_lists_the_embedded_models_vocabulary(capsys):
+    from eclip_core.vocab import WORDS
+
+    code, out, _ = _run(capsys, "methods")
+    assert code == 0
+    lines = out.splitlines()
+    start = lines.index("Vocabulary of the eclip-shapes tokenizer (other words are read as <unk>):")
+    listed = " ".join(lines[start + 1:lines.index("", start)]).split()
+    assert listed == list(WORDS) and "circle" in listed and "cat" not in listed
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_file_names_hold_the_mode(capsys, tmp_path, scene_png):
+    """A faithful run no longer overwrites a reference run's files."""
+    for mode in ("reference", "faithful"):
+        code, _, err = _run(capsys, "explain", scene_png, "-t", "a red circle", "-m", "grad_eclip", "--mode", mode,
+                            "-o", tmp_path, "-q")
+        assert code == 0, err
+    assert sorted(p.name for p in tmp_path.glob("scene__*")) == [
+        f"scene__a-red-circle__grad_eclip__{mode}.{ext}" for mode in ("faithful", "reference")
+        for ext in ("npy", "png")]
+    faithful, reference = (np.load(tmp_path / f"scene__a-red-circle__grad_eclip__{m}.npy")
+                           for m in ("faithful", "reference"))
+    assert not np.array_equal(faithful, reference)
+
+
+def test_a_failed_load_leaves_no_output_folder(capsys, tmp_path, scene_png):
+    text = tmp_path / "weights.pt"
+    text.write_text("not weights\n")
+    out = tmp_path / "new" / "out"
+    code, _, err = _run(capsys, "explain", scene_png, "-t", "a red circle", "--model", "ViT-B-32",
+                        "--pretrained", text, "-o", out)
+    assert code == 1 and "it is a text file" in _one_line_error(err)
+    unreadable = tmp_path / "notes.jpg"
+    unreadable.write_text("hello")
+    code, _, err = _run(capsys, "explain", unreadable, "-t", "a red circle", "-o", out)
+    assert code == 1 and "not an image file" in _one_line_error(err)
+    code, _, err = _run(capsys, "evaluate", "-n", 2, "--model", "ViT-B-32", "--pretrained", text,
+                        "--out", out / "results.csv")
+    assert code == 1
+    assert not (tmp_path / "new").exists()
+
+
+def test_nothing_is_left_half_written(capsys, tmp_path, scene_png, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def disk_full(self, handle, **kwargs):
+        handle.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", disk_full)
+    code, _, err = _run(capsys, "explain", scene_png, "-t", "a red circle", "-o", tmp_path / "out")
+    assert code == 1 and "No space left on device" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "scene__a-red-circle__attention_eclip__faithful.npy"]  # whole; no PNG, no temporary file
+    np.load(tmp_path / "out" / "scene__a-red-circle__attention_eclip__faithful.npy")
+
+    def no_save(handle, array):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", no_save)
+    code, _, err = _run(capsys, "explain", scene_png, "-t", "a red circle", "-o", tmp_path / "other")
+    assert code == 1 and not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("dpi", ["5000", "10", "0"])
+def test_dpi_is_bounded(capsys, dpi):
+    code, _, err = _run(capsys, "explain", "x.png", "-t", "a", "-o", "o", "--dpi", dpi)
+    assert code == 2 and "usage:" in err
+    assert ("from 30 to 600 dots per inch" in err) or ("positive integer" in err)
+
+
+def test_saved_figures_are_bounded_in_pixels(tmp_path):
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from eclip_core import viz
+
+    fig = Figure(figsize=(40, 20))
+    with pytest.warns(UserWarning, match=r"big.png: 600 dpi would make a 24000x12000 px image; saved at 274 dpi"):
+        assert viz.save_figure(fig, tmp_path / "big.png", dpi=600) == pytest.approx((6e7 / 800) ** 0.5)
+    width, height = Image.open(tmp_path / "big.png").size
+    assert max(width, height) <= viz.MAX_PIXELS_PER_SIDE and width * height <= viz.MAX_PIXELS
+
+
+def _drawn(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+@pytest.mark.parametrize("size", [(20, 2000), (2000, 20), (4096, 640), (64, 64)])
+def test_extreme_aspect_ratios_keep_title_and_colour_bar(size):
+    from PIL import Image
+
+    from eclip_core import viz
+
+    picture = Image.new("RGB", size, (120, 30, 30))
+    title = '"a red circle"\nattention_eclip (reference)   cos = 0.123 (original model 0.456)'
+    fig = viz.overlay(picture, np.random.default_rng(0).random((8, 8)), title=title)
+    renderer = _drawn(fig)
+    width, height = fig.get_size_inches() * fig.dpi
+    assert max(fig.get_size_inches()) <= viz.MAX_FIGURE_INCHES
+    box = fig.axes[0].title.get_window_extent(renderer)
+    assert box.x0 >= 0 and box.x1 <= width and box.y1 <= height and box.y0 >= 0, (box, width, height)
+    image_box, bar_box = (ax.get_position() for ax in fig.axes[:2])
+    assert bar_box.y0 == pytest.approx(image_box.y0) and bar_box.height == pytest.approx(image_box.height)
+    assert image_box.width / image_box.height * width / height == pytest.approx(size[0] / size[1], rel=1e-6)
+    grid = viz.comparison_grid(picture, {"a": np.ones((2, 8, 8)), "b": np.zeros((2, 8, 8))}, ["x", "y"],
+                               scores={"a": [0.1, 0.2], "b": [0.3, 0.4]}, title="grid")
+    _drawn(grid)
+    pictures, bars = grid.axes[0::2], grid.axes[1::2]
+    for picture_ax, bar_ax in zip(pictures, bars):
+        p, b = picture_ax.get_position(), bar_ax.get_position()
+        assert b.y0 == pytest.approx(p.y0) and b.height == pytest.approx(p.height)
+    assert max(grid.get_size_inches()) <= viz.MAX_FIGURE_INCHES
+
+
+def test_constant_maps_get_a_sensible_colour_range():
+    from eclip_core import viz
+
+    assert viz._limits(np.zeros((4, 4))) == (0.0, 1.0)
+    assert viz._limits(np.full((4, 4), 0.7)) == (0.0, 0.7)
+    assert viz._limits(np.full((4, 4), -0.3)) == (-0.3, 0.0)
+    noisy = 0.5 + 1e-13 * np.random.default_rng(0).standard_normal((4, 4))  # round-off, not a map
+    assert viz._limits(noisy) == pytest.approx((0.0, 0.5))
+    assert viz._limits(np.array([[0.0, 2.0]])) == (0.0, 2.0)
+    fig = viz.overlay(Image.new("RGB", (8, 8)), np.zeros((2, 2)))
+    assert fig.axes[0].images[1].get_clim() == (0.0, 1.0)
+
+
+def test_reference_grid_shows_the_original_models_score(capsys, tmp_path, scene_png, monkeypatch):
+    from eclip_core import cli, viz
+
+    seen = {}
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return viz.comparison_grid(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "comparison_grid", spy)
+    code, _, err = _run(capsys, "explain", scene_png, "-t", "a red circle", "--all-methods", "--mode", "reference",
+                        "-o", tmp_path, "-q")
+    assert code == 0, err
+    assert set(seen["scores_original"]) == {"grad_eclip", "attention_eclip"}
+    grid = spy(Image.new("RGB", (8, 8)), {"m": np.ones((1, 2, 2))}, ["x"], scores={"m": [0.25]},
+               scores_original={"m": [0.5]})
+    assert grid.axes[0].get_title() == "m\ncos 0.250 (original 0.500)"

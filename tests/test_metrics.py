@@ -10,12 +10,15 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 from torchvision.transforms import Compose, Normalize
 
 import eclip_core as ec
 from eclip_core import metrics as M
 from eclip_core import shapes
 from eclip_core.evaluation import evaluate
+from eclip_core.explainers import unregister
+from eclip_core.inputs import to_model_input
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 PREPROCESS = Compose([Normalize(MEAN, STD)])  # only its Normalize step is read
@@ -290,3 +293,89 @@ def test_evaluate_published_protocol(embedded):
     for _, row in result.table().iterrows():
         assert math.isfinite(row["deletion_auc"]) and math.isfinite(row["insertion_auc"])
         assert abs(row["deletion_auc"]) <= 0.5 + 1e-9  # scored up to half of the image only
+
+
+# ----------------------------------------------------------------------------- input geometry
+
+
+def _smooth(width, height):
+    """A smooth grey picture (PIL) and its values in [0, 1] (H, W), for geometry checks."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    values = 0.5 + 0.2 * np.sin(xx * 2 * np.pi / 9) + 0.2 * np.sin(yy * 2 * np.pi / 11)
+    return Image.fromarray((np.stack([values] * 3, -1) * 255).round().astype(np.uint8)), values
+
+
+@pytest.mark.parametrize("size", [(192, 64), (64, 192), (101, 37), (37, 101), (67, 64), (64, 64), (150, 48)])
+def test_to_model_input_reproduces_the_preprocess_geometry(embedded, size):
+    """A map covering the whole image lands on the pixels the preprocess keeps: the picture
+    itself, used as a map, matches the model's input (bilinear vs bicubic), and a crop one
+    pixel off does not."""
+    picture, values = _smooth(*size)
+    seen = embedded.preprocess(picture)[0] * 0.26862954 + 0.48145466  # un-normalised red channel
+    placed = to_model_input(torch.tensor(values), size, embedded.preprocess)
+    assert placed.shape == seen.shape
+    error = float((placed - seen)[2:-2, 2:-2].abs().max())
+    assert error < 0.02, error
+    wide = to_model_input(torch.tensor(values), size, Compose(embedded.preprocess.transforms[:1]))
+    top, left = round((wide.shape[0] - 64) / 2), round((wide.shape[1] - 64) / 2)  # as CenterCrop
+    for dy, dx in [(1, 0), (0, 1), (-1, 0), (0, -1)]:
+        if 0 <= top + dy <= wide.shape[0] - 64 and 0 <= left + dx <= wide.shape[1] - 64:
+            off = wide[top + dy:top + dy + 64, left + dx:left + dx + 64]
+            assert float((off - seen)[2:-2, 2:-2].abs().max()) > 2 * error, (dy, dx)
+    if max(size) >= 1.5 * min(size):  # stretching the whole picture over the input is far off
+        stretched = torch.nn.functional.interpolate(torch.tensor(values)[None, None], size=(64, 64),
+                                                    mode="bilinear", align_corners=False)[0, 0]
+        assert float((stretched - seen).abs().max()) > 0.05
+
+
+def test_metrics_refuse_a_map_of_another_shape(embedded):
+    x = embedded.preprocess(_smooth(192, 64)[0])
+    with pytest.raises(ec.InputError, match=r"a 8x24 map does not have the shape of the 64x64 input it is "
+                                            r"scored on: stretching it would score it on other pixels"):
+        M.deletion_curve(embedded, x, torch.ones(8, 24), ["a red circle"], 0)
+    with pytest.raises(ec.InputError, match="to_model_input"):
+        M.energy_in_mask(torch.ones(8, 24), np.ones((64, 64), bool))
+
+
+def _left_third(model, images, targets, *, departures=ec.FAITHFUL):
+    """Reference mode: a map that is 1 on the left 56 of 192 pixels (outside the model's centre
+    crop, columns 64..127) and 0 elsewhere; faithful mode: 0."""
+    gh, gw = images.shape[-2] // 8, images.shape[-1] // 8
+    maps = torch.zeros(len(images), len(targets), gh, gw)
+    if departures.keep_size:
+        maps[..., :7] = 1.0
+    return maps, torch.zeros(len(images), len(targets))
+
+
+def _nothing(model, images, targets, *, departures=ec.FAITHFUL):
+    gh, gw = images.shape[-2] // 8, images.shape[-1] // 8
+    return torch.zeros(len(images), len(targets), gh, gw), torch.zeros(len(images), len(targets))
+
+
+def test_evaluate_scores_keep_size_maps_on_the_pixels_they_explain(embedded):
+    """A non-square photograph: a reference-mode map that is perfect only outside the crop
+    is scored exactly like an all-zero map (the model never saw those pixels), not
+    stretched over the crop."""
+    from eclip_core.evaluation import Item
+
+    picture = _smooth(192, 64)[0]
+    mask = np.zeros((64, 64), bool)
+    mask[:, :20] = True  # the left of what the model sees
+    items = [Item(picture, "a red circle", mask=mask)]
+    modes = ("faithful", "reference")
+    ec.register(ec.Method("left_third", _left_third, "perfect outside the crop", modes))
+    ec.register(ec.Method("nothing", _nothing, "all zeros", modes))
+    try:
+        result = evaluate(embedded, items, ["left_third:reference", "nothing:reference"],
+                          texts=["a red circle", "a blue square"], steps=8, timing=False)
+    finally:
+        unregister("left_third")
+        unregister("nothing")
+    rows = result.per_image.set_index("method")
+    for column in ("deletion_auc", "insertion_auc", "energy_in_mask"):
+        assert rows.loc["left_third:reference", column] == rows.loc["nothing:reference", column], column
+    assert rows.loc["left_third:reference", "energy_in_mask"] == 0.0
+    inside = torch.zeros(8, 24)
+    inside[:, 8:16] = 1.0  # the crop's columns on the keep-size grid
+    placed = to_model_input(inside, (192, 64), embedded.preprocess)
+    assert torch.equal(placed[:, 4:60], torch.ones(64, 56))

@@ -186,12 +186,12 @@ MUTANTS = [
            ref("test_image_eclip_faithful[attention_eclip-attention-loosened-out_proj-K40-forward-mode-and-jacobian]")),
     # ---------------------------------------------------------------- eclip.py, text branch
     Mutant("text-n_blocks-ignored", E,
-           "n_blocks = n_blocks or default_text_blocks(model)", "n_blocks = default_text_blocks(model)",
+           "if n_blocks is None:", "if True:",
            TEXT),
     # the one-head recompute requested for the last block only, not for every explained block
     Mutant("text-reference-one-head-in-last-block-only", E,
-           "tr = trace.trace_text(model, tokens, departures, explained=n_blocks)",
-           "tr = trace.trace_text(model, tokens, departures, explained=1)", TEXT),
+           "tr = trace.trace_text(model, tokens, departures, explained=n_blocks, differentiable=True)",
+           "tr = trace.trace_text(model, tokens, departures, explained=1, differentiable=True)", TEXT),
     Mutant("text-attention-query-at-SOT", E,
            "contrib = grad.transpose(0, 1)[batch, :, :, eot].sum(2).transpose(0, 1)",
            "contrib = grad.transpose(0, 1)[batch, :, :, 0].sum(2).transpose(0, 1)", TEXT),
@@ -305,7 +305,7 @@ MUTANTS = [
            "return (max(1, round(height / patch)) * patch, max(1, round(width / patch)) * patch)",
            ref("test_keep_size_tensor_rounds_each_side_to_the_nearest_patch_multiple")),
     Mutant("keep-size-shrinks-the-long-side", IN,
-           "scale = min(image.size) / KEEP_SIZE_SHORT_SIDE", "scale = max(image.size) / KEEP_SIZE_SHORT_SIDE",
+           "scale = min(width, height) / KEEP_SIZE_SHORT_SIDE", "scale = max(width, height) / KEEP_SIZE_SHORT_SIDE",
            ref("test_keep_size_tensor_rounds_each_side_to_the_nearest_patch_multiple")),
     # new: the keep-size pipeline only when the departures ask for it (branch swapped)
     Mutant("prepare-images-keep-size-branch-swapped", IN,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -103,6 +105,53 @@ def cosine_cotangents(embedding: torch.Tensor, targets: torch.Tensor) -> torch.T
     return grad.transpose(0, 1)
 
 
+# ----------------------------------------------------------------------------- grad mode
+
+FnT = TypeVar("FnT", bound=Callable[..., Any])
+
+
+@contextmanager
+def autograd() -> Iterator[None]:
+    """Autograd on, whatever the caller's grad mode (``no_grad``, ``inference_mode``);
+    the caller's mode is restored on exit."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def normal_tensor(x: Any) -> Any:
+    """``x``, or a normal copy of it where it is an inference tensor (one made under
+    ``torch.inference_mode()``, which autograd cannot save)."""
+    if isinstance(x, torch.Tensor) and x.is_inference():
+        with torch.inference_mode(False):
+            return x.clone()
+    return x
+
+
+def grad_leaf(x: torch.Tensor) -> torch.Tensor:
+    """A detached copy of ``x`` that requires grad: the tensor to differentiate from.
+
+    Everything computed from it is differentiable even when the model's parameters are
+    frozen (``model.requires_grad_(False)``); the parameters' flags are never changed.
+    """
+    with torch.inference_mode(False):
+        return normal_tensor(x).detach().requires_grad_(True)
+
+
+def grad_mode_independent(fn: FnT) -> FnT:
+    """Run an explainer ``fn(model, inputs, targets, ...)`` outside inference mode, on
+    normal copies of inference-tensor inputs, so it works under ``torch.no_grad()``,
+    ``torch.inference_mode()`` and with frozen parameters alike; the caller's grad mode
+    and every ``requires_grad`` flag are left as they were. The signature (and so the
+    declared options) is ``fn``'s."""
+
+    @functools.wraps(fn)
+    def run(model, inputs, targets, *args, **kwargs):
+        with torch.inference_mode(False):
+            return fn(model, normal_tensor(inputs), normal_tensor(targets), *args, **kwargs)
+
+    return cast(FnT, run)
+
+
 def pullback(fn: Callable[[torch.Tensor], torch.Tensor], leaf: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
     """Vector-Jacobian products of ``fn`` at ``leaf`` for K cotangents at once.
 
@@ -111,8 +160,8 @@ def pullback(fn: Callable[[torch.Tensor], torch.Tensor], leaf: torch.Tensor, cot
     products) is formed once and contracted with the K cotangents, so the cost is
     bounded by E small backward passes, never K.
     """
-    leaf = leaf.detach().requires_grad_(True)
-    with torch.enable_grad():
+    with autograd():
+        leaf = grad_leaf(leaf)
         out = fn(leaf)
         k, b, e = cotangents.shape
         if k <= e:
@@ -131,7 +180,8 @@ def pushforward(fn: Callable[[torch.Tensor], torch.Tensor], leaf: torch.Tensor, 
     """
     with warnings.catch_warnings():  # torch's first forward-AD call warns about its own jit use
         warnings.simplefilter("ignore", FutureWarning)
-        with torch.no_grad(), fwAD.dual_level():
+        with torch.inference_mode(False), torch.no_grad(), fwAD.dual_level():
+            leaf, tangents = normal_tensor(leaf), normal_tensor(tangents)
             dual = fwAD.make_dual(leaf.detach().expand_as(tangents).contiguous(), tangents)
             return fwAD.unpack_dual(fn(dual)).tangent
 

@@ -27,7 +27,7 @@ from .. import trace
 from ..departures import FAITHFUL, Departures
 from ..errors import InputError
 from ..maps import masked_minmax, minmax, to_grid
-from .base import cosine_cotangents, cosine_scores, pullback, pushforward, unit
+from .base import autograd, cosine_cotangents, cosine_scores, grad_mode_independent, pullback, pushforward, unit
 
 QK_CHOICES = ("out_proj", "raw")
 ROUTES = ("grad", "attention")
@@ -92,6 +92,7 @@ def _attention_route(model, last: trace.BlockRecord, cot: torch.Tensor) -> torch
     return torch.einsum("kbe,tbe->kbt", cot, pushforward(from_attn_row, row, tangents))
 
 
+@grad_mode_independent
 def image_eclip_parts(model, images: torch.Tensor, targets: torch.Tensor, *, route: str,
                       departures: Departures = FAITHFUL, loosened: bool = True,
                       qk: str = "out_proj") -> EclipParts:
@@ -117,6 +118,7 @@ def image_eclip_parts(model, images: torch.Tensor, targets: torch.Tensor, *, rou
     return EclipParts(tr, grad, contrib, lam, cosine_scores(tr.embedding, targets))
 
 
+@grad_mode_independent
 def grad_eclip(model, images: torch.Tensor, targets: torch.Tensor, *,
                departures: Departures = FAITHFUL, loosened: bool = True,
                qk: str = "out_proj") -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,6 +128,7 @@ def grad_eclip(model, images: torch.Tensor, targets: torch.Tensor, *,
     return parts.maps(), parts.scores
 
 
+@grad_mode_independent
 def attention_eclip(model, images: torch.Tensor, targets: torch.Tensor, *,
                     departures: Departures = FAITHFUL, loosened: bool = True,
                     qk: str = "out_proj") -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,6 +147,7 @@ def default_text_blocks(model) -> int:
     return depth if depth <= 4 else depth // 2
 
 
+@grad_mode_independent
 def text_eclip(model, tokens: torch.Tensor, targets: torch.Tensor, *, route: str,
                departures: Departures = FAITHFUL, loosened: bool = True, qk: str = "out_proj",
                n_blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -156,11 +160,13 @@ def text_eclip(model, tokens: torch.Tensor, targets: torch.Tensor, *, route: str
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}")
     depth = trace.depth(model, "text")
-    n_blocks = n_blocks or default_text_blocks(model)
-    if not 1 <= n_blocks <= depth:
-        raise InputError(f"n_blocks must be in 1..{depth}, got {n_blocks}")
-    with torch.enable_grad():
-        tr = trace.trace_text(model, tokens, departures, explained=n_blocks)
+    if n_blocks is None:
+        n_blocks = default_text_blocks(model)
+    if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or not 1 <= n_blocks <= depth:
+        raise InputError(f"n_blocks must be an integer in 1..{depth} (the text blocks summed), "
+                         f"got {n_blocks!r}")
+    with autograd():  # differentiable from the token embeddings on: frozen parameters work too
+        tr = trace.trace_text(model, tokens, departures, explained=n_blocks, differentiable=True)
         blocks = tr.blocks[-n_blocks:]
         cot = cosine_cotangents(tr.embedding, targets)
         leaves = [b.attn if route == "attention" else b.attn_out for b in blocks]

@@ -25,7 +25,7 @@ from ..inputs import (
     tokenize,
     unpack,
 )
-from .base import Explanation, check_finite, cosine_scores
+from .base import Explanation, check_finite, cosine_scores, grad_mode_independent
 from .eclip import text_eclip
 from .registry import METHODS, get_method
 
@@ -44,6 +44,9 @@ def explain(model, images: Images, texts: Texts, method: str = "attention_eclip"
     strings (a list of B lists): then each image costs only its own targets (``maps[b, k]``
     explains ``texts[b][k]``). ``options``: the method's own (see
     ``METHODS[method].options``); an unknown one is refused.
+
+    Works under ``torch.no_grad()``, ``torch.inference_mode()`` and with frozen
+    parameters; the caller's grad mode and ``requires_grad`` flags are left unchanged.
     """
     model, preprocess, tokenizer = unpack(model, preprocess, tokenizer)
     spec = get_method(method, mode)
@@ -55,7 +58,8 @@ def explain(model, images: Images, texts: Texts, method: str = "attention_eclip"
                else text_targets(model, tokenizer, texts))
     if targets.ndim == 3 and len(targets) != len(x):
         raise InputError(f"per-image targets for {len(targets)} images, but {len(x)} images were given")
-    maps, scores = spec.fn(model, x, targets, departures=departures, **options)
+    # any explainer, the registered ones included, runs whatever the caller's grad mode
+    maps, scores = grad_mode_independent(spec.fn)(model, x, targets, departures=departures, **options)
     scores_original = None
     if departures.any and original is not None:  # the certificate: the deployed model's own score
         with torch.no_grad():

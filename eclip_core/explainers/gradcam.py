@@ -7,9 +7,10 @@ import torch
 from .. import trace
 from ..departures import FAITHFUL, Departures
 from ..maps import to_grid
-from .base import cosine_cotangents, cosine_scores, pullback
+from .base import cosine_cotangents, cosine_scores, grad_mode_independent, pullback
 
 
+@grad_mode_independent
 def gradcam(model, images: torch.Tensor, targets: torch.Tensor, *,
             departures: Departures = FAITHFUL) -> tuple[torch.Tensor, torch.Tensor]:
     """ReLU(sum_c mean_tokens(dS/dx)_c * x_{i,c}) over the last block's input tokens x."""

@@ -31,7 +31,7 @@ from .. import trace
 from ..departures import FAITHFUL, Departures
 from ..errors import InputError
 from ..maps import minmax, to_grid
-from .base import blocks_in_words, cosine_cotangents, cosine_scores, explained_blocks
+from .base import autograd, blocks_in_words, cosine_cotangents, cosine_scores, explained_blocks, grad_leaf
 
 POOLINGS = ("cls", "mean")
 #: Targets differentiated together in one batched backward pass (bounds memory).
@@ -50,8 +50,8 @@ def legrad(model, images: torch.Tensor, targets: torch.Tensor, *, departures: De
     if pooling not in POOLINGS:
         raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     n = explained_blocks(model, n_blocks, default_blocks(model))
-    with torch.enable_grad():
-        tr = trace.trace_vision(model, images, departures)
+    with autograd():  # from a leaf copy of the images: frozen parameters work too
+        tr = trace.trace_vision(model, grad_leaf(images), departures)
         total = torch.zeros(())
         for rec in tr.blocks[-n:]:
             embedding = trace.readout(model, rec.x_out[:, 0] if pooling == "cls" else rec.x_out.mean(1))

@@ -7,9 +7,10 @@ import torch
 from .. import trace
 from ..departures import FAITHFUL, Departures
 from ..maps import to_grid
-from .base import cosine_scores, unit
+from .base import cosine_scores, grad_mode_independent, unit
 
 
+@grad_mode_independent
 def maskclip(model, images: torch.Tensor, targets: torch.Tensor, *,
              departures: Departures = FAITHFUL) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine between each patch's value-path embedding and the text.

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .. import trace
 from ..departures import FAITHFUL, Departures
-from .base import cosine_scores, per_image, unit
+from .base import cosine_scores, grad_mode_independent, per_image, unit
 
 
 def rise_masks(n: int, size: tuple[int, int], cells: int, keep: float,
@@ -28,24 +28,31 @@ def rise_masks(n: int, size: tuple[int, int], cells: int, keep: float,
 
 
 def rise_saliency(score_fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
-                  masks: torch.Tensor, keep: float, batch_size: int = 100) -> torch.Tensor:
-    """(K, H, W) = sum_n score_fn(image * M_n) M_n / (n * keep); ``score_fn``: (n,3,H,W) -> (n, K)."""
+                  masks: torch.Tensor, keep: float, batch_size: int = 100,
+                  done: Callable[[int], object] | None = None) -> torch.Tensor:
+    """(K, H, W) = sum_n score_fn(image * M_n) M_n / (n * keep); ``score_fn``: (n,3,H,W) -> (n, K).
+
+    ``done(1)`` is called after each batch of masks (a progress bar's ``update``)."""
     total: torch.Tensor | None = None
     for start in range(0, len(masks), batch_size):
         m = masks[start:start + batch_size]
         part = torch.einsum("nk,nhw->khw", score_fn(image[None] * m), m[:, 0])
         total = part if total is None else total + part
+        if done is not None:
+            done(1)
     if total is None:
         raise ValueError("RISE needs at least one mask")
     return total / (len(masks) * keep)
 
 
+@grad_mode_independent
 def rise(model, images: torch.Tensor, targets: torch.Tensor, *, departures: Departures = FAITHFUL,
          n_masks: int = 500, cells: int = 8, keep: float = 0.5, batch_size: int = 100, seed: int = 0,
          progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """RISE saliency for every target from the same masked passes, pooled to the patch grid.
 
     Masks multiply the normalised input, so a masked pixel takes the dataset mean colour.
+    ``progress``: a progress bar over the batches of masks (on stderr).
     """
     trace.check_images(model, images, departures)
     generator = torch.Generator().manual_seed(seed)
@@ -62,10 +69,12 @@ def rise(model, images: torch.Tensor, targets: torch.Tensor, *, departures: Depa
     def score(batch: torch.Tensor, image_targets: torch.Tensor) -> torch.Tensor:
         return unit(embed(batch)) @ image_targets.T
 
-    with torch.no_grad():
-        saliency = [rise_saliency(functools.partial(score, image_targets=tb), image, masks, keep, batch_size)
-                    for image, tb in tqdm(list(zip(images, t)), desc="RISE", disable=not progress,
-                                          leave=False)]
+    batches = len(images) * -(-n_masks // batch_size)
+    with torch.no_grad(), tqdm(total=batches, desc=f"RISE, {n_masks} masks", unit="batch",
+                               disable=not progress, leave=False) as bar:
+        saliency = [rise_saliency(functools.partial(score, image_targets=tb), image, masks, keep, batch_size,
+                                  bar.update)
+                    for image, tb in zip(images, t)]
         maps = F.adaptive_avg_pool2d(torch.stack(saliency), grid)
         scores = cosine_scores(embed(images), targets)
     return maps, scores

@@ -16,7 +16,9 @@ randomisation correlation  lower is better (maps must change when the weights do
 
 Deletion / insertion (Petsiuk et al. 2018), two protocols:
 
-* ``protocol="ours"`` (default): the map is upsampled bilinearly (align_corners False)
+* ``protocol="ours"`` (default): the map -- which must cover the model's own input
+  (a keep-size map goes through :func:`eclip_core.inputs.to_model_input` first;
+  one of another shape is refused) -- is upsampled bilinearly (align_corners False)
   to the model's own input, pixels are ranked by decreasing saliency and **ties are
   broken in raster order** (a stable sort on the map, so equal values -- such as the
   many zeros of a ReLU map -- are removed top row first, left to right: deterministic).
@@ -49,7 +51,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from .. import maps, trace
 from ..errors import InputError
-from ..inputs import load_image, model_dtype_device, normalization, text_targets, unpack
+from ..inputs import check_image_tensor, load_image, model_dtype_device, normalization, text_targets, unpack
 from .registry import metric
 
 DELETION_DIRECTION = "deletion: lower is better"
@@ -96,7 +98,7 @@ def _target_index(target_index, texts, k: int) -> int:
 def _as_input(model, preprocess, image) -> torch.Tensor:
     """A (3, H, W) preprocessed tensor at the model's native size."""
     if isinstance(image, torch.Tensor):
-        x = image[0] if image.ndim == 4 and image.shape[0] == 1 else image
+        x = check_image_tensor(image[0] if image.ndim == 4 and image.shape[0] == 1 else image)
         if x.ndim != 3 or x.shape[0] != 3:
             raise InputError(f"image must be a (3, H, W) preprocessed tensor, got {tuple(image.shape)}")
     else:
@@ -123,8 +125,20 @@ def _saliency(saliency) -> torch.Tensor:
 
 
 def upsample(saliency, size: tuple[int, int]) -> torch.Tensor:
-    """(H, W) float64: a (h, w) map bilinearly upsampled (align_corners False) to ``size``."""
-    return maps.upsample(_saliency(saliency), size)
+    """(H, W) float64: a (h, w) map bilinearly upsampled (align_corners False) to ``size``.
+
+    The map must have the shape of ``size`` (h * W == w * H): one that does not covers
+    other pixels -- a keep-size (reference-mode) map covers the whole image, not the
+    model's centre crop -- and stretching it would score it on the wrong pixels. Place
+    such a map first with :func:`eclip_core.inputs.to_model_input`.
+    """
+    s = _saliency(saliency)
+    h, w = s.shape
+    if h * int(size[1]) != w * int(size[0]):
+        raise InputError(f"a {h}x{w} map does not have the shape of the {size[0]}x{size[1]} input it is "
+                         f"scored on: stretching it would score it on other pixels (a keep-size map "
+                         f"covers the whole image; place it with eclip_core.inputs.to_model_input)")
+    return maps.upsample(s, size)
 
 
 # ============================================================================ perturbation curves
