@@ -20,10 +20,10 @@ import torch
 
 from . import shapes
 from .evaluation import evaluate, method_options, zero_shot_predictions
-from .explainers import parse_spec
+from .explainers import explain, parse_spec
 from .inputs import unpack
 from .metrics import cascade
-from .stats import Interval, bootstrap, paired_difference
+from .stats import Interval, bootstrap, paired_difference, spearman
 
 
 def held_out(n: int, n_objects: int | tuple[int, ...] = 1, sample: int = 0) -> list[shapes.Scene]:
@@ -121,6 +121,38 @@ def p2_study(bundle, methods: Sequence[str], *, sample: int = 0, pool: int = 600
     return P2Study(pairs, result.per_image, table, pool, accuracy)
 
 
+def p2_verdicts(table: pd.DataFrame) -> dict[str, str]:
+    """Per explainer: ``"aligned"`` (the gap's interval lies above 0), ``"reversed"`` (below 0)
+    or ``"no evidence"`` (the interval holds 0)."""
+    return {method: "aligned" if row["gap_low"] > 0 else "reversed" if row["gap_high"] < 0 else "no evidence"
+            for method, row in table.iterrows()}
+
+
+def gap_difference(study: P2Study, a: str, b: str, *, seed: int = 0) -> Interval:
+    """(gap of ``a``) - (gap of ``b``) over the same matched pairs, with its interval."""
+    n = len(study.pairs)
+
+    def hits(spec: str) -> np.ndarray:
+        return study.per_image.loc[study.per_image["method"] == spec, "pointing_game"].to_numpy(float)
+
+    ha, hb = hits(a), hits(b)
+    return paired_difference(ha[n:] - ha[:n], hb[n:] - hb[:n], seed=seed)
+
+
+#: What chapter 5 states from :func:`p2_study`, each verdict checked on every disjoint sample
+#: by ``tests/test_resampling.py``; the explainers not listed are reported with their spread.
+P2_STATED = {"gae": "aligned", "legrad": "aligned", "grad_eclip:reference": "no evidence",
+             "rollout": "no evidence", "direct_contributions": "no evidence", "maskclip": "no evidence",
+             "clip_surgery": "no evidence", "edges": "no evidence"}
+
+
+def p2_conclusions(study: P2Study) -> dict[str, bool]:
+    """Each stated verdict (:data:`P2_STATED`) for the explainers the study measured."""
+    verdicts = p2_verdicts(study.table)
+    return {f"{method}: {verdict}": verdicts[method] == verdict for method, verdict in P2_STATED.items()
+            if method in verdicts}
+
+
 # ----------------------------------------------------------------------------- randomisation
 
 
@@ -153,9 +185,119 @@ def cascade_study(bundle, methods: Sequence[str], *, samples: Sequence[int] = (0
     return table
 
 
+#: What chapter 5 states from :func:`cascade_study` (checked on disjoint samples by
+#: ``tests/test_resampling.py``): after the projection and the final norm are randomised the
+#: model's zero-shot agreement with itself collapses, so maps that explain it must change.
+CASCADE_DECORRELATED = ("grad_eclip", "grad_eclip:reference", "legrad", "gradcam")
+
+
+def cascade_conclusions(table: pd.DataFrame) -> dict[str, bool]:
+    """The claims chapter 5 makes from the cascade, as booleans (intervals, not points):
+    the control's maps never change; rollout's maps still correlate with the trained model's
+    once every weight is random; the listed gradient explainers decorrelate (interval below
+    0.5) at the first step."""
+    def at(method: str, step: int) -> pd.Series:
+        return table[(table["method"] == method) & (table["step"] == step)].iloc[0]
+
+    last = int(table["step"].max())
+    out: dict[str, bool] = {}
+    methods = set(table["method"])
+    if "edges" in methods:
+        out["edges: unchanged at every step"] = bool((table.loc[table["method"] == "edges", "low"] > 0.99).all())
+    if "rollout" in methods:
+        out["rollout: still correlated with every weight random"] = at("rollout", last)["low"] > 0
+    for method in CASCADE_DECORRELATED:
+        if method in methods:
+            out[f"{method}: decorrelated once the head is random"] = at(method, 1)["high"] < 0.5
+    return out
+
+
 # ----------------------------------------------------------------------------- helpers for the book
 
 
 def zero_fraction(maps: torch.Tensor) -> float:
     """Fraction of exact zeros in a batch of maps (ReLU maps leave ties that a deletion order must break)."""
     return float((maps == 0).double().mean())
+
+
+# ----------------------------------------------------------------------------- misalignment
+
+
+@dataclass
+class MisalignmentStudy:
+    """Grad-ECLIP's published-mode maps against its faithful ones, scored on the deployed model.
+
+    ``per_image``: the evaluation's rows (both modes, every protocol); ``differences``: per
+    protocol and metric, published - faithful over the same scenes with its interval;
+    ``correlation``: the rank correlation of the two maps of the true prompt, per scene;
+    ``curves``: every scene's deletion and insertion scores per mode, under the first protocol.
+    """
+
+    per_image: pd.DataFrame
+    differences: pd.DataFrame
+    correlation: Interval
+    zeros: dict[str, float]
+    curves: dict[str, dict[str, np.ndarray]]
+
+
+#: The protocols chapter 4 compares: ours (ties at random, seeded), the published one, ROAD.
+PROTOCOLS: dict[str, dict[str, str]] = {
+    "ours": {"protocol": "ours", "ties": "random"}, "published": {"protocol": "published"},
+    "road": {"protocol": "ours", "ties": "random", "baseline": "road"}}
+MISALIGNMENT_METRICS = ("deletion_auc", "insertion_auc", "pointing_game")
+
+
+def misalignment_study(bundle, *, sample: int = 0, n: int = 240, steps: int = 16, n_road: int = 60,
+                       protocols: Sequence[str] = ("ours", "published", "road")) -> MisalignmentStudy:
+    """Grad-ECLIP in both modes on ``n`` held-out single-object scenes of ``sample``: the
+    maps' rank correlation, and each metric's published - faithful difference per protocol
+    (ROAD, whose imputation costs most, on the first ``n_road`` scenes)."""
+    scenes = held_out(n, 1, sample)
+    specs = ["grad_eclip", "grad_eclip:reference"]
+    frames = []
+    curves: dict[str, dict[str, np.ndarray]] = {}
+    for name in protocols:
+        chosen = scenes[:n_road] if name == "road" else scenes
+        settings = PROTOCOLS[name]
+        result = evaluate(bundle, chosen, specs, steps=steps, seed=sample, timing=False,
+                          protocol=settings["protocol"], ties=settings.get("ties"),
+                          baseline=settings.get("baseline"))
+        frames.append(result.per_image.assign(protocol=name))
+        curves = curves or result.curves
+    per_image = pd.concat(frames, ignore_index=True)
+    rows = []
+    for (protocol, metric) in [(p, m) for p in protocols for m in MISALIGNMENT_METRICS]:
+        part = per_image[per_image["protocol"] == protocol]
+        faithful = part.loc[part["method"] == "grad_eclip", metric].to_numpy(float)
+        published = part.loc[part["method"] == "grad_eclip:reference", metric].to_numpy(float)
+        interval = paired_difference(published, faithful, seed=sample)
+        rows.append({"protocol": protocol, "metric": metric, "faithful": faithful.mean(),
+                     "published": published.mean(), **_interval_columns("difference", interval),
+                     "n": interval.n})
+    maps_f = explain(bundle, [s.image for s in scenes], [[f"a {s.objects[0].phrase}"] for s in scenes],
+                     "grad_eclip").maps[:, 0]
+    maps_r = explain(bundle, [s.image for s in scenes], [[f"a {s.objects[0].phrase}"] for s in scenes],
+                     "grad_eclip", "reference").maps[:, 0]
+    rho = torch.as_tensor(spearman(maps_f.flatten(1).double(), maps_r.flatten(1).double())).numpy()
+    zeros = {"faithful": zero_fraction(maps_f), "published": zero_fraction(maps_r)}
+    differences = pd.DataFrame(rows).set_index(["protocol", "metric"])
+    return MisalignmentStudy(per_image, differences, bootstrap(rho, seed=sample), zeros, curves)
+
+
+#: Practical-equivalence margin on metrics that range over [0, 1]: 5% of the range.
+MARGIN = 0.05
+
+
+def misalignment_conclusions(study: MisalignmentStudy) -> dict[str, bool]:
+    """Chapter 4's claims: the published-mode and faithful maps of the same prompt rank the
+    patches differently (mean rank correlation's interval below 0.5), yet the deployed model's
+    metrics do not penalise the published ones (published - faithful within the margin in the
+    unfavourable direction: deletion below +0.05, insertion and pointing above -0.05), under
+    every protocol measured."""
+    out = {"maps rank the patches differently (mean rho below 0.5)": study.correlation.high < 0.5}
+    for (protocol, metric), row in study.differences.iterrows():
+        if metric == "deletion_auc":
+            out[f"{protocol}: deletion not worse by {MARGIN}"] = row["difference_high"] < MARGIN
+        else:
+            out[f"{protocol}: {metric.replace('_', ' ')} not worse by {MARGIN}"] = row["difference_low"] > -MARGIN
+    return out

@@ -9,6 +9,7 @@ pass, with every bias and LayerNorm parameter randomised, so a dropped bias or n
 cannot pass either.
 """
 
+import numpy as np
 import open_clip
 import pytest
 import reference_impl as ref
@@ -321,6 +322,25 @@ def test_rise(tiny, images):
     masks = rise_masks(n, (64, 96), cells, keep, torch.Generator().manual_seed(seed)).double()
     expected = ref.rise(tiny, images, t, masks, keep)
     assert_maps_equal(got.maps, expected)
+    torch.testing.assert_close(got.scores, model_scores(tiny, images, t), rtol=0, atol=1e-12)
+
+
+def test_edges_control(tiny, images):
+    """By hand, pixel by pixel: |I(y, x+1) - I(y, x)| + |I(y+1, x) - I(y, x)| of the channel
+    mean (on the (H-1) x (W-1) pixels where both exist), averaged over each patch's pixels
+    with adaptive pooling's bins; the same map for every target, blind to the model."""
+    t = targets(2)
+    got = ec.explain(tiny, images, t, method="edges")
+    gray = images.double().mean(1).numpy()  # (B, 64, 96)
+    edge = np.abs(gray[:, :-1, 1:] - gray[:, :-1, :-1]) + np.abs(gray[:, 1:, :-1] - gray[:, :-1, :-1])  # 63 x 95
+    expected = np.zeros((len(images), 4, 6))
+    for r in range(4):
+        for c in range(6):  # adaptive pooling bins: floor(i*L/n) .. ceil((i+1)*L/n)
+            r0, r1 = (r * 63) // 4, -(-((r + 1) * 63) // 4)
+            c0, c1 = (c * 95) // 6, -(-((c + 1) * 95) // 6)
+            expected[:, r, c] = edge[:, r0:r1, c0:c1].mean((1, 2))
+    for k in range(2):
+        np.testing.assert_allclose(got.maps[:, k].double().numpy(), expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(got.scores, model_scores(tiny, images, t), rtol=0, atol=1e-12)
 
 

@@ -1,0 +1,30 @@
+"""A control that explains nothing: the image's edge strength, whatever the model.
+
+It reports the model's own scores, so it passes P1, and its maps never change when the
+model does, so it must fail P2: a test of the tests (the randomisation cascade must rank
+it last).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import trace
+from ..departures import FAITHFUL, Departures
+from .base import cosine_scores, n_targets
+
+
+def edge_strength(model, images: torch.Tensor, targets: torch.Tensor, *,
+                  departures: Departures = FAITHFUL) -> tuple[torch.Tensor, torch.Tensor]:
+    """|horizontal| + |vertical| difference of the channel-mean image, averaged per patch."""
+    trace.check_images(model, images, departures)
+    gray = images.mean(1, keepdim=True)
+    edges = (gray[..., 1:, :-1] - gray[..., :-1, :-1]).abs() + (gray[..., :-1, 1:] - gray[..., :-1, :-1]).abs()
+    patch = trace.patch_size(model)
+    grid = (images.shape[-2] // patch[0], images.shape[-1] // patch[1])
+    maps = F.adaptive_avg_pool2d(edges, grid).expand(-1, n_targets(targets), -1, -1).contiguous()
+    with torch.no_grad():
+        embedding = (trace.trace_vision(model, images, departures, record="last").embedding
+                     if departures.any else model.encode_image(images))
+    return maps, cosine_scores(embedding, targets)
