@@ -14,6 +14,13 @@ from .. import trace
 from ..departures import FAITHFUL, Departures
 from .base import cosine_scores, n_targets
 
+EDGES_NOTE = "map from the image's edge strength alone, without the model: a control that explains no forward pass"
+
+
+def edges_notes(model, options) -> tuple[str, ...]:
+    """The control's certificate: its scores are the model's, its map is not from the model."""
+    return (EDGES_NOTE,)
+
 
 def edge_strength(model, images: torch.Tensor, targets: torch.Tensor, *,
                   departures: Departures = FAITHFUL) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,5 +33,5 @@ def edge_strength(model, images: torch.Tensor, targets: torch.Tensor, *,
     maps = F.adaptive_avg_pool2d(edges, grid).expand(-1, n_targets(targets), -1, -1).contiguous()
     with torch.no_grad():
         embedding = (trace.trace_vision(model, images, departures, record="last").embedding
-                     if departures.any else model.encode_image(images))
+                     if departures.heads is not None or departures.keep_size else model.encode_image(images))
     return maps, cosine_scores(embedding, targets)

@@ -28,7 +28,7 @@ import torch
 from ..departures import MODES, Departures, departures_for
 from ..errors import InputError
 from .attention import attention_rollout, raw_attention
-from .controls import edge_strength
+from .controls import edge_strength, edges_notes
 from .direct import direct_contributions
 from .eclip import QK_CHOICES, attention_eclip, grad_eclip, text_eclip
 from .gae import gae
@@ -260,4 +260,4 @@ register(Method("integrated_gradients", integrated_gradients,
 register(Method("occlusion", occlusion, "occlusion: score drop with one patch replaced by black",
                 choices={"baseline": BASELINES}, bounds={"window": Bound(1), "batch_size": Bound(1)}))
 register(Method("edges", edge_strength, "control: the image's edge strength per patch, blind to the model "
-                "(it must fail P2)"))
+                "(it must fail P2)", notes=edges_notes))
