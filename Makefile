@@ -26,12 +26,15 @@ render: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 
 ## The whole test suite: lint and type checks of eclip_core, pytest over tests/ (the browser
-## test included) and nbval over every notebook.
+## test included) and nbval over every notebook, in TEST_WORKERS processes (pytest-xdist; a
+## notebook's cells, like a test file's tests, stay in one process, in order).
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check eclip_core
 	$(BIN)/mypy
-	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
-		--nbval-sanitize-with notebooks/nbval-sanitize.cfg -p no:cacheprovider
+	$(BIN)/python -m pytest notebooks tests --nbval --nbval-current-env \
+		--nbval-sanitize-with notebooks/nbval-sanitize.cfg -p no:cacheprovider \
+		-n $(TEST_WORKERS) --dist loadfile
 
 ## Mutation check (not part of `make test`): single-line mutants of eclip_core, each of
 ## which the targeted pytest tests must kill; exits non-zero if any survives.

@@ -78,7 +78,9 @@ class Departures:
             own = f" instead of {trace.heads(model, 'vision' if branch == 'image' else 'text')}" if model else ""
             out.append(f"{where} recomputed with {self.heads} head{'s' if self.heads > 1 else ''} "
                        f"over the full width{own}")
-        if self.keep_size and branch == "image":
+        native = tuple(trace.image_size(model)) if model is not None else None
+        if self.keep_size and branch == "image" and not (input_size is not None and tuple(input_size) == native):
+            # (a keep-size input of the model's own size is the model's input: nothing departed)
             if input_size is None:
                 size = "keep-size input (aspect kept, sides rounded to the patch)"
             else:

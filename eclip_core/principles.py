@@ -50,7 +50,7 @@ from .inputs import (
 )
 from .metrics import cascade
 
-__all__ = ["P1Report", "P1_DRIFT_TOLERANCE", "original_scores", "p1_check", "p1_departures",
+__all__ = ["P1Report", "P1_DRIFT_TOLERANCE", "original_scores", "p1_check", "p1_departures", "P1Measure", "p1_measure",
            "p2_randomisation", "p2_table"]
 
 P1_DRIFT_TOLERANCE = 1e-5
@@ -192,20 +192,24 @@ def _departed_scores(bundle, images: list[Any], targets: torch.Tensor,
     return torch.stack(scores), grids.pop() if len(grids) == 1 else "mixed"  # type: ignore[arg-type]
 
 
-def p1_departures(bundle, images, texts, *, labels=None) -> pd.DataFrame:
-    """The published Grad-ECLIP code's departures from the original model, one at a time.
+@dataclass
+class P1Measure:
+    """What :func:`p1_departures` measured, image by image.
 
-    Rows (:data:`DEPARTURE_VARIANTS`): ``original`` (the model's own forward pass on its
-    own pipeline), ``one_head`` (the last block recomputed with one head over the full
-    width, native resolution), ``keep_size`` (the keep-size input with interpolated
-    positional embeddings and the model's own heads) and ``reference`` (both, and the
-    published text normalisation: what Grad-ECLIP's reference mode differentiates).
-    Columns: the last block's heads, the grid, max / median |score drift| against
-    ``model.encode_image`` on the native pipeline, zero-shot agreement with its top-1,
-    zero-shot accuracy (``labels``: per image an index, a prompt or a set of them;
-    derived from shapes scenes, where a prediction is right when it names an object of
-    the scene), and the P1 verdict (drift <= 1e-5 and agreement == 1).
+    ``table``: one row per variant (see :func:`p1_departures`); ``drifts``: per variant,
+    the |score drift| of every image and text, shape (B, K); ``agrees``: per variant and
+    image, whether the top-1 is the original model's; ``correct``: per variant and image,
+    whether the top-1 is right (``None`` without labels).
     """
+
+    table: pd.DataFrame
+    drifts: dict[str, np.ndarray]
+    agrees: dict[str, np.ndarray]
+    correct: dict[str, np.ndarray] | None
+
+
+def p1_measure(bundle, images, texts, *, labels=None) -> P1Measure:
+    """:func:`p1_departures` with its per-image measurements (for intervals and histograms)."""
     model, preprocess, tokenizer = unpack(bundle)
     label_sets = _labels(images, texts, labels)
     images = _images_list(images)
@@ -221,22 +225,44 @@ def p1_departures(bundle, images, texts, *, labels=None) -> pd.DataFrame:
                     for name, d in DEPARTURE_VARIANTS.items()}
     rows = []
     pred0 = original.argmax(-1)
+    drifts, agrees, correct = {}, {}, {}
     for name, (scores, grid) in variants.items():
         drift = (scores.double() - original.double()).abs()
         pred = scores.argmax(-1)
+        drifts[name] = drift.numpy()
+        agrees[name] = (pred == pred0).numpy()
         row: dict[str, Any] = {
             "variant": name, "last_block_heads": DEPARTURE_VARIANTS[name].heads or trace.heads(model),
             "grid": grid, "max_drift": float(drift.max()), "median_drift": float(drift.median()),
-            "agreement": float((pred == pred0).double().mean())}
+            "agreement": float(agrees[name].mean())}
         if label_sets is not None:
-            row["accuracy"] = float(np.mean([int(p_) in ls for p_, ls in zip(pred.tolist(), label_sets)]))
+            correct[name] = np.array([int(p_) in ls for p_, ls in zip(pred.tolist(), label_sets)])
+            row["accuracy"] = float(correct[name].mean())
         row["p1_passed"] = row["max_drift"] <= P1_DRIFT_TOLERANCE and row["agreement"] >= 1.0
         rows.append(row)
     table = pd.DataFrame(rows).set_index("variant")
     table.attrs["title"] = f"P1 departures on {len(images)} images, {targets.shape[0]} texts"
     table.attrs["notes"] = ["drift and agreement against model.encode_image on the native pipeline",
                             "P1 criteria: max drift <= 1e-5 and agreement == 1"]
-    return table
+    return P1Measure(table, drifts, agrees, correct if label_sets is not None else None)
+
+
+def p1_departures(bundle, images, texts, *, labels=None) -> pd.DataFrame:
+    """The published Grad-ECLIP code's departures from the original model, one at a time.
+
+    Rows (:data:`DEPARTURE_VARIANTS`): ``original`` (the model's own forward pass on its
+    own pipeline), ``one_head`` (the last block recomputed with one head over the full
+    width, native resolution), ``keep_size`` (the keep-size input with interpolated
+    positional embeddings and the model's own heads) and ``reference`` (both, and the
+    published text normalisation: what Grad-ECLIP's reference mode differentiates).
+    Columns: the last block's heads, the grid, max / median |score drift| against
+    ``model.encode_image`` on the native pipeline, zero-shot agreement with its top-1,
+    zero-shot accuracy (``labels``: per image an index, a prompt or a set of them;
+    derived from shapes scenes, where a prediction is right when it names an object of
+    the scene), and the P1 verdict (drift <= 1e-5 and agreement == 1).
+    :func:`p1_measure` returns the per-image measurements too.
+    """
+    return p1_measure(bundle, images, texts, labels=labels).table
 
 
 # ============================================================================ P2

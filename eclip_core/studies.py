@@ -17,12 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from . import shapes
 from .evaluation import evaluate, method_options, zero_shot_predictions
 from .explainers import explain, parse_spec
 from .inputs import unpack
 from .metrics import cascade
+from .principles import DEPARTURE_VARIANTS, P1Measure, p1_measure
 from .stats import Interval, bootstrap, paired_difference, spearman
 
 
@@ -33,6 +35,75 @@ def held_out(n: int, n_objects: int | tuple[int, ...] = 1, sample: int = 0) -> l
 
 def _interval_columns(name: str, interval: Interval) -> dict[str, float]:
     return {name: interval.estimate, f"{name}_low": interval.low, f"{name}_high": interval.high}
+
+
+# ----------------------------------------------------------------------------- P1: the departures
+
+
+@dataclass
+class P1Study:
+    """The published code's departures on held-out single-object scenes, at the model's size
+    and enlarged ``upscale`` times (a photo larger than the model's input).
+
+    ``measures``: per size (``"native"``, ``"x2"``, ...) what :func:`~eclip_core.principles.p1_measure`
+    measured; ``table``: per size and variant, the mean |score drift| per scene (mean over the
+    prompts), the top-1 agreement with the original model, the zero-shot accuracy and its
+    change from the original model's on the same scenes, each with its interval.
+    """
+
+    measures: dict[str, P1Measure]
+    table: pd.DataFrame
+    n: int
+
+
+def p1_study(bundle, *, sample: int = 0, n: int = 300, upscale: int = 2) -> P1Study:
+    """:class:`P1Study` on ``n`` held-out single-object scenes of ``sample``."""
+    scenes = held_out(n, 1, sample)
+    prompts = shapes.prompts()
+    labels = [{prompts.index(f"a {s.objects[0].phrase}")} for s in scenes]
+    big = [s.image.resize((s.image.width * upscale, s.image.height * upscale), Image.Resampling.BICUBIC)
+           for s in scenes]
+    measures = {"native": p1_measure(bundle, [s.image for s in scenes], prompts, labels=labels),
+                f"x{upscale}": p1_measure(bundle, big, prompts, labels=labels)}
+    rows = []
+    for size, m in measures.items():
+        assert m.correct is not None
+        for variant in DEPARTURE_VARIANTS:
+            change = paired_difference(m.correct[variant].astype(float), m.correct["original"].astype(float),
+                                       seed=sample)
+            rows.append({"size": size, "variant": variant, "grid": m.table.loc[variant, "grid"],
+                         **_interval_columns("mean_drift", bootstrap(m.drifts[variant].mean(1), seed=sample)),
+                         "max_drift": float(m.drifts[variant].max()),
+                         **_interval_columns("agreement", bootstrap(m.agrees[variant].astype(float), seed=sample)),
+                         **_interval_columns("accuracy", bootstrap(m.correct[variant].astype(float), seed=sample)),
+                         **_interval_columns("accuracy_change", change), "n": len(scenes)})
+    return P1Study(measures, pd.DataFrame(rows).set_index(["size", "variant"]), len(scenes))
+
+
+#: A score drift the book calls a departure: a thousandth of the cosine's range, stated before measuring.
+DRIFT_MOVES = 1e-3
+
+
+def p1_conclusions(study: P1Study) -> dict[str, bool]:
+    """Chapter 3's claims. At the model's size the keep-size input is the same image (no drift
+    beyond round-off) and one head moves the scores (mean drift's interval above
+    :data:`DRIFT_MOVES`); on enlarged scenes the keep-size input moves them too, and the
+    published forward pass (both departures) changes the top-1 of some scenes (agreement's
+    interval below 1) and loses accuracy (the change's interval below 0)."""
+    t = study.table
+    enlarged = [size for size in t.index.get_level_values("size").unique() if size != "native"]
+    out = {"native: keep-size is the same forward pass (max drift <= 1e-5)":
+           bool(t.loc[("native", "keep_size"), "max_drift"] <= 1e-5),
+           f"native: one head moves the scores (mean drift above {DRIFT_MOVES})":
+           bool(t.loc[("native", "one_head"), "mean_drift_low"] > DRIFT_MOVES)}
+    for size in enlarged:
+        out[f"{size}: keep-size moves the scores (mean drift above {DRIFT_MOVES})"] = \
+            bool(t.loc[(size, "keep_size"), "mean_drift_low"] > DRIFT_MOVES)
+        out[f"{size}: the published pass changes some top-1 (agreement below 1)"] = \
+            bool(t.loc[(size, "reference"), "agreement_high"] < 1)
+        out[f"{size}: the published pass loses accuracy (change below 0)"] = \
+            bool(t.loc[(size, "reference"), "accuracy_change_high"] < 0)
+    return out
 
 
 # ----------------------------------------------------------------------------- P2: right vs wrong

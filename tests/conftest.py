@@ -1,6 +1,7 @@
 """Shared fixtures: random-init open_clip models with fixed seeds (no weights downloaded),
 and the book built once per session (test_book.py and test_browser.py both read it)."""
 
+import os
 import subprocess
 import sys
 import warnings
@@ -10,7 +11,8 @@ import open_clip
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# `make test` runs two pytest workers (pytest-xdist): one thread each keeps the two cores busy
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 def _random_model(name: str, seed: int = 0, **kwargs):

@@ -8,6 +8,7 @@ from PIL import Image
 import eclip_core as ec
 from eclip_core.departures import departures_for
 from eclip_core.explainers.eclip import attention_eclip, grad_eclip, text_eclip
+from eclip_core.explainers import eclip as eclip_module
 
 
 def _targets(k, dim=512, dtype=torch.float64, seed=3):
@@ -18,7 +19,9 @@ def _targets(k, dim=512, dtype=torch.float64, seed=3):
 @pytest.mark.parametrize("mode", ["faithful", "reference"])
 @pytest.mark.parametrize("loosened", [True, False])
 @pytest.mark.parametrize("k", [3, 20], ids=["reverse-mode", "forward-mode"])
-def test_image_routes_agree_in_float64(vit_b16_f64, images_224, mode, loosened, k):
+def test_image_routes_agree_in_float64(vit_b16_f64, images_224, mode, loosened, k, monkeypatch):
+    monkeypatch.setattr(eclip_module, "FORWARD_MODE_RATIO", 0)  # K = 20: forward mode on 197 tokens too
+    assert eclip_module.uses_forward_mode(k, 197) == (k > 16)
     x, t = images_224[:1].double(), _targets(k)
     g, sg = grad_eclip(vit_b16_f64, x, t, departures=departures_for(mode), loosened=loosened)
     a, sa = attention_eclip(vit_b16_f64, x, t, departures=departures_for(mode), loosened=loosened)
@@ -144,3 +147,12 @@ def test_grad_eclip_matches_direct_autograd_of_the_cosine(vit_b16, images_224):
         expected = (lam * (merge_heads(last.v)[:, 1:] @ w[0])).clamp_min(0).reshape(14, 14)
     got = ec.explain(vit_b16, images_224[:1], t, method="grad_eclip").maps[0, 0]
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_attention_route_switches_to_forward_mode_when_targets_outnumber_tokens():
+    """Reverse mode costs in proportion to the targets, forward mode to the tokens: forward
+    only for K > 16 and K > 4 T (ViT-B-16: T = 197)."""
+    assert not eclip_module.uses_forward_mode(16, 1)
+    assert eclip_module.uses_forward_mode(17, 4)
+    assert not eclip_module.uses_forward_mode(100, 197) and not eclip_module.uses_forward_mode(788, 197)
+    assert eclip_module.uses_forward_mode(789, 197) and eclip_module.uses_forward_mode(1000, 197)

@@ -19,6 +19,7 @@ from PIL import Image
 
 import eclip_core as ec
 from eclip_core.explainers.rise import rise_masks
+from eclip_core.explainers import eclip as eclip_module
 
 EMBED = 32
 GRID = (4, 6)
@@ -102,6 +103,13 @@ def test_references_reproduce_the_models_own_forward(tiny, images, tokenizer):
 # ----------------------------------------------------------------------------- Grad-/Attention-ECLIP
 
 
+def force_forward_mode_beyond_reverse_limit(monkeypatch):
+    """Attention-ECLIP in forward mode for every K above the reverse-mode limit (16), so the
+    K = 40 cases test it on these few-token models too."""
+    monkeypatch.setattr(eclip_module, "FORWARD_MODE_RATIO", 0)
+    assert eclip_module.uses_forward_mode(40, 1000) and not eclip_module.uses_forward_mode(3, 1)
+
+
 ECLIP_OPTIONS = [dict(loosened=True, qk="out_proj"), dict(loosened=True, qk="raw"), dict(loosened=False)]
 ECLIP_IDS = ["loosened-out_proj", "loosened-raw", "no-loosened"]
 
@@ -109,11 +117,12 @@ ECLIP_IDS = ["loosened-out_proj", "loosened-raw", "no-loosened"]
 @pytest.mark.parametrize("k", [3, 40], ids=["K3-reverse", "K40-forward-mode-and-jacobian"])
 @pytest.mark.parametrize("options", ECLIP_OPTIONS, ids=ECLIP_IDS)
 @pytest.mark.parametrize("method,route", [("grad_eclip", "grad"), ("attention_eclip", "attention")])
-def test_image_eclip_faithful(tiny, images, method, route, options, k):
+def test_image_eclip_faithful(tiny, images, method, route, options, k, monkeypatch):
     """Faithful mode: Grad-ECLIP against w = W_out^T dS/d(attention output) from the model's
     own forward; Attention-ECLIP against dS/dA^h of a per-head hand-written last block.
-    K = 40 exceeds both the reverse-mode limit (16: forward-mode AD) and E = 32 (the
-    pullback contracts a Jacobian)."""
+    K = 40 exceeds both the reverse-mode limit (16: forward-mode AD, forced whatever the
+    token count) and E = 32 (the pullback contracts a Jacobian)."""
+    force_forward_mode_beyond_reverse_limit(monkeypatch)
     t = targets(k)
     got = ec.explain(tiny, images, t, method=method, **options)
     expected, expected_scores = ref.image_eclip(tiny, images, t, route=route, **options)
@@ -127,10 +136,11 @@ def test_image_eclip_faithful(tiny, images, method, route, options, k):
 @pytest.mark.parametrize("k", [3, 40], ids=["K3-reverse", "K40-forward-mode-and-jacobian"])
 @pytest.mark.parametrize("options", ECLIP_OPTIONS, ids=ECLIP_IDS)
 @pytest.mark.parametrize("method,route", [("grad_eclip", "grad"), ("attention_eclip", "attention")])
-def test_image_eclip_reference_mode(tiny, keep_size_images, method, route, options, k):
+def test_image_eclip_reference_mode(tiny, keep_size_images, method, route, options, k, monkeypatch):
     """Reference mode on a 80x128 tensor: a deep copy of the model with bicubically
     interpolated positional embeddings (4x6 -> 5x8) gives the last block's input; that
     block is redone by hand with one head over the full width, scale 1/sqrt(D)."""
+    force_forward_mode_beyond_reverse_limit(monkeypatch)
     t = targets(k, seed=4)
     got = ec.explain(tiny, keep_size_images, t, method=method, mode="reference", **options)
     expected, expected_scores = ref.image_eclip(tiny, keep_size_images, t, route=route,

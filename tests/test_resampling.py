@@ -44,3 +44,12 @@ def test_misalignment_conclusions_hold_on_disjoint_samples(bundle, sample):
     print(f"sample {sample}: rho {study.correlation}", study.differences.round(3))
     assert len(conclusions) == 4
     assert all(conclusions.values()), {k: v for k, v in conclusions.items() if not v}
+
+
+@pytest.mark.parametrize("sample", [1, 2, 3])
+def test_p1_conclusions_hold_on_disjoint_samples(bundle, sample):
+    study = studies.p1_study(bundle, sample=sample)
+    conclusions = studies.p1_conclusions(study)
+    print(f"sample {sample}:", study.table.round(4))
+    assert len(conclusions) == 5
+    assert all(conclusions.values()), {k: v for k, v in conclusions.items() if not v}

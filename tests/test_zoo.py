@@ -220,3 +220,17 @@ def test_compare_says_monotone_for_a_rescaled_copy():
     verdict = compare(a, {"m": 3 * a["m"] + 1}, n_boot=50)
     assert verdict["verdict"] == "monotone" and verdict["median_rho"] == pytest.approx(1)
     assert compare(a, {"m": copy.deepcopy(a["m"])}, n_boot=50)["verdict"] == "same"
+
+
+def test_keep_size_input_of_the_models_own_size_is_no_departure():
+    """The certificate names only what ran differently: a 64x64 scene's keep-size input is the
+    embedded model's own 64x64 input (no interpolation), a 128x128 one is not."""
+    from eclip_core import shapes
+
+    bundle = ec.load_model()
+    scene = shapes.eval_set(1, 1)[0]
+    native = ec.explain(bundle, [scene.image], ["a red circle"], "grad_eclip", "reference").describe(bundle.model)
+    assert len(native) == 1 and "head" in native[0]
+    big = ec.explain(bundle, [scene.image.resize((128, 128))], ["a red circle"], "grad_eclip", "reference")
+    words = big.describe(bundle.model)
+    assert len(words) == 2 and "128\u00d7128" in words[1] and "interpolated" in words[1]
