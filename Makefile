@@ -28,13 +28,15 @@ render: $(STAMP)
 ## The whole test suite: lint and type checks of eclip_core, pytest over tests/ (the browser
 ## test included) and nbval over every notebook, in TEST_WORKERS processes (pytest-xdist; a
 ## notebook's cells, like a test file's tests, stay in one process, in order).
+## The longest files are scheduled first (conftest.py). PYTEST_ARGS: extra pytest options.
 TEST_WORKERS ?= 2
+PYTEST_ARGS ?=
 test: $(STAMP)
 	$(BIN)/ruff check eclip_core
 	$(BIN)/mypy
 	$(BIN)/python -m pytest notebooks tests --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/nbval-sanitize.cfg -p no:cacheprovider \
-		-n $(TEST_WORKERS) --dist loadfile
+		-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 ## Mutation check (not part of `make test`): single-line mutants of eclip_core, each of
 ## which the targeted pytest tests must kill; exits non-zero if any survives.

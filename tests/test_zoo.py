@@ -234,3 +234,31 @@ def test_keep_size_input_of_the_models_own_size_is_no_departure():
     big = ec.explain(bundle, [scene.image.resize((128, 128))], ["a red circle"], "grad_eclip", "reference")
     words = big.describe(bundle.model)
     assert len(words) == 2 and "128\u00d7128" in words[1] and "interpolated" in words[1]
+
+
+def test_certificates_table_checks_scores_against_the_model(tiny):
+    """principles.certificates: faithful methods certify the model (no departures, drift 0,
+    P1), reference modes do not; a method reporting shifted scores fails P1 with its shift."""
+    from eclip_core.explainers import Method, register, unregister
+    from eclip_core.explainers.base import cosine_scores
+    from eclip_core.principles import certificates
+
+    def shifted(model, images, targets, *, departures=ec.FAITHFUL):
+        with torch.no_grad():
+            scores = cosine_scores(model.encode_image(images), targets)
+        return torch.ones(len(images), targets.shape[-2], *ec.trace.grid_size(model)), scores + 0.01
+
+    register(Method("shifted_scores", shifted, "a test method whose scores are 0.01 too high"))
+    try:
+        x, t = _images(tiny, 2), _targets(tiny, 3)
+        table, words = certificates(tiny, x, t, specs=["grad_eclip", "grad_eclip:reference", "rise",
+                                                       "shifted_scores"])
+    finally:
+        unregister("shifted_scores")
+    assert table.loc["grad_eclip", "P1"] and table.loc["grad_eclip", "max_drift"] <= 1e-5
+    assert table.loc["grad_eclip", "departures"] == 0 and words["grad_eclip"] == []
+    assert table.loc["rise", "P1"] and table.loc["rise", "departures"] == 0
+    assert not table.loc["grad_eclip:reference", "P1"] and table.loc["grad_eclip:reference", "departures"] >= 1
+    assert (table["original_drift"] <= 1e-5).all()
+    assert not table.loc["shifted_scores", "P1"]
+    assert abs(table.loc["shifted_scores", "max_drift"] - 0.01) <= 1e-6
