@@ -53,3 +53,17 @@ def test_p1_conclusions_hold_on_disjoint_samples(bundle, sample):
     print(f"sample {sample}:", study.table.round(4))
     assert len(conclusions) == 5
     assert all(conclusions.values()), {k: v for k, v in conclusions.items() if not v}
+
+
+def test_p1_conclusions_can_fail(bundle):
+    """Each chapter-3 conclusion reads its own cell: contradicting it there makes it false."""
+    study = studies.p1_study(bundle, sample=1, n=40)
+    assert all(studies.p1_conclusions(study).values())
+    edits = {("native", "keep_size", "max_drift"): 1e-3, ("native", "one_head", "mean_drift_low"): 1e-4,
+             ("x2", "keep_size", "mean_drift_low"): 0.0, ("x2", "reference", "agreement_high"): 1.0,
+             ("x2", "reference", "accuracy_change_high"): 0.01}
+    for (size, variant, column), value in edits.items():
+        table = study.table.copy()
+        table.loc[(size, variant), column] = value
+        verdicts = studies.p1_conclusions(studies.P1Study(study.measures, table, study.n))
+        assert sum(not v for v in verdicts.values()) == 1, (size, variant, column)

@@ -39,6 +39,9 @@ def integrated_gradients(model, images: torch.Tensor, targets: torch.Tensor, *,
     overlap, so this equals pixel-space IG from the baseline image summed over the
     channels and pixels of each patch. Completeness: the map sums to
     ``S(image) - S(baseline)`` as ``m`` grows. ``batch_size``: path points per pass.
+    Cost: ``steps`` forward passes, and per path point one backward pass through the whole
+    tower for every target (batched over the targets): unlike the last-block methods, many
+    targets cost many full backward passes.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise InputError(f"steps must be a positive integer, got {steps!r}")
