@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from . import trace
 from .explainers import explain, parse_spec
 from .models import load_model, random_clip
-from .stats import spearman
+from .stats import bootstrap, spearman
 
 VERDICTS = ("same", "monotone", "different")
 SAME_RTOL = 1e-10  # "same": max |a - b| within this fraction of the map's scale
@@ -122,11 +122,9 @@ def compare(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], *, n_b
         verdict = "monotone"
     else:
         verdict = "different"
-    rng = np.random.default_rng(seed)
-    medians = np.median(rho_all[rng.integers(0, len(rho_all), (n_boot, len(rho_all)))], axis=1)
+    median = bootstrap(rho_all, np.median, n_boot=n_boot, seed=seed)
     return {"verdict": verdict, "max_rel_diff": float(rel_all.max()), "min_rho": float(rho_all.min()),
-            "median_rho": float(np.median(rho_all)), "ci_low": float(np.percentile(medians, 2.5)),
-            "ci_high": float(np.percentile(medians, 97.5)), "n_maps": len(rho_all),
+            "median_rho": median.estimate, "ci_low": median.low, "ci_high": median.high, "n_maps": len(rho_all),
             "monotone_on": ", ".join(monotone_on)}
 
 

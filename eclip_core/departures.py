@@ -53,8 +53,14 @@ class Departures:
 
     @property
     def any(self) -> bool:
-        """Whether the forward pass differs from the deployed model's at all."""
+        """Whether anything differs from the deployed model's explanation at all (notes included)."""
         return self != FAITHFUL
+
+    @property
+    def changes_forward(self) -> bool:
+        """Whether the image forward pass itself differs (heads or input), so that it must be
+        recomputed from the trace rather than taken from ``model.encode_image``."""
+        return self.heads is not None or self.keep_size
 
     def with_notes(self, *notes: str) -> Departures:
         """The same departures with ``notes`` added (itself when there are none)."""

@@ -179,18 +179,16 @@ def _to_device(model: torch.nn.Module, device) -> torch.nn.Module:
 
 
 @contextmanager
-def _quiet_open_clip(quiet: bool = True) -> Iterator[None]:
+def _quiet_open_clip() -> Iterator[None]:
     """Silence open_clip's and the Hugging Face hub's logging (its warnings, its retries):
     what goes wrong reaches the user as one ModelLoadError."""
     loggers = [logging.getLogger(name) for name in ("", "huggingface_hub", "urllib3", "filelock")]
     levels = [logger.level for logger in loggers]
-    if quiet:
-        for logger in loggers:
-            logger.setLevel(logging.CRITICAL)
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
-            if quiet:
-                warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore")
             yield
     finally:
         for logger, level in zip(loggers, levels):

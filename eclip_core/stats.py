@@ -27,14 +27,6 @@ class Interval(NamedTuple):
     def __str__(self) -> str:
         return f"{self.estimate:+.3f} [{self.low:+.3f}, {self.high:+.3f}] (n={self.n})"
 
-    @property
-    def excludes_zero(self) -> bool:
-        return self.low > 0 or self.high < 0
-
-    def within(self, low: float, high: float) -> bool:
-        """Whether the whole interval lies in [low, high]."""
-        return low <= self.low and self.high <= high
-
 
 def bootstrap(values: Sequence[float] | np.ndarray, statistic: Callable[[np.ndarray], float] = np.mean, *,
               n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95) -> Interval:
@@ -58,20 +50,6 @@ def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.n
     if a.shape != b.shape:
         raise InputError(f"paired samples must have equal shapes, got {a.shape} and {b.shape}")
     return bootstrap(a - b, n_boot=n_boot, seed=seed, level=level)
-
-
-def group_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
-                     n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95) -> Interval:
-    """Mean of ``a`` minus mean of ``b`` for two independent groups, each resampled on its own."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if len(a) == 0 or len(b) == 0:
-        raise InputError("both groups need at least one value")
-    rng = np.random.default_rng(seed)
-    ra = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(1)
-    rb = b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(1)
-    alpha = (1 - level) / 2
-    low, high = np.quantile(ra - rb, [alpha, 1 - alpha])
-    return Interval(float(a.mean() - b.mean()), float(low), float(high), len(a) + len(b), level)
 
 
 def average_ranks(x: torch.Tensor) -> torch.Tensor:

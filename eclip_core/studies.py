@@ -199,17 +199,6 @@ def p2_verdicts(table: pd.DataFrame) -> dict[str, str]:
             for method, row in table.iterrows()}
 
 
-def gap_difference(study: P2Study, a: str, b: str, *, seed: int = 0) -> Interval:
-    """(gap of ``a``) - (gap of ``b``) over the same matched pairs, with its interval."""
-    n = len(study.pairs)
-
-    def hits(spec: str) -> np.ndarray:
-        return study.per_image.loc[study.per_image["method"] == spec, "pointing_game"].to_numpy(float)
-
-    ha, hb = hits(a), hits(b)
-    return paired_difference(ha[n:] - ha[:n], hb[n:] - hb[:n], seed=seed)
-
-
 #: What chapter 5 states from :func:`p2_study`, each verdict checked on every disjoint sample
 #: by ``tests/test_resampling.py``; the explainers not listed are reported with their spread.
 P2_STATED = {"gae": "aligned", "legrad": "aligned", "grad_eclip:reference": "no evidence",

@@ -262,3 +262,11 @@ def test_certificates_table_checks_scores_against_the_model(tiny):
     assert (table["original_drift"] <= 1e-5).all()
     assert not table.loc["shifted_scores", "P1"]
     assert abs(table.loc["shifted_scores", "max_drift"] - 0.01) <= 1e-6
+
+
+def test_notes_alone_do_not_change_the_forward_pass():
+    """A method's notes make an explanation depart (certificate) without changing the forward
+    pass the score comes from; the published heads and input do change it."""
+    noted = ec.FAITHFUL.with_notes("a map from somewhere else")
+    assert noted.any and not noted.changes_forward
+    assert ec.PUBLISHED.changes_forward and not ec.FAITHFUL.changes_forward

@@ -33,5 +33,5 @@ def edge_strength(model, images: torch.Tensor, targets: torch.Tensor, *,
     maps = F.adaptive_avg_pool2d(edges, grid).expand(-1, n_targets(targets), -1, -1).contiguous()
     with torch.no_grad():
         embedding = (trace.trace_vision(model, images, departures, record="last").embedding
-                     if departures.heads is not None or departures.keep_size else model.encode_image(images))
+                     if departures.changes_forward else model.encode_image(images))
     return maps, cosine_scores(embedding, targets)

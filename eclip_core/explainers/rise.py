@@ -62,7 +62,7 @@ def rise(model, images: torch.Tensor, targets: torch.Tensor, *, departures: Depa
     t = per_image(targets.to(images.dtype), len(images))
 
     def embed(batch: torch.Tensor) -> torch.Tensor:
-        if departures.any:
+        if departures.changes_forward:
             return trace.trace_vision(model, batch, departures, record="last").embedding
         return model.encode_image(batch)
 
