@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 book: execute render
 
 execute: $(STAMP)
-	$(BIN)/python -m tools.book execute
+	$(BIN)/python -m eclip_core.book execute
 
 render: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going

@@ -120,6 +120,11 @@ def method_options(spec: str | Spec, *, rise_masks: int = 500, seed: int = 0) ->
 
 def zero_shot_predictions(bundle, images, texts: Sequence[str] | torch.Tensor) -> torch.Tensor:
     """(B,) index of the original model's top-1 text for each image, on its own pipeline."""
+    return zero_shot_scores(bundle, images, texts).argmax(-1)
+
+
+def zero_shot_scores(bundle, images, texts: Sequence[str] | torch.Tensor) -> torch.Tensor:
+    """(B, K) the original model's cosine of each image with each text, on its own pipeline."""
     model, preprocess, tokenizer = unpack(bundle)
     if isinstance(images, torch.Tensor):
         x = check_image_tensor(images)
@@ -130,7 +135,7 @@ def zero_shot_predictions(bundle, images, texts: Sequence[str] | torch.Tensor) -
         x = native_batch(images, preprocess).to(device, dtype)
     with torch.no_grad():
         embeddings = F.normalize(model.encode_image(x), dim=-1)
-    return (embeddings @ text_targets(model, tokenizer, texts).T).argmax(-1)
+    return embeddings @ text_targets(model, tokenizer, texts).T
 
 
 @dataclass

@@ -60,6 +60,7 @@ EVAL_SEED = 77001
 TRAIN_KEY = 0
 EVAL_KEY = 1
 
+IMAGE_SIZE = 64  # the side of the world as the embedded model sees it
 MAX_OVERLAP = 0.08  # largest fraction of either object's area that may be covered
 MIN_RADIUS_FRAC = 0.11  # object radius range, as a fraction of the image side
 MAX_RADIUS_FRAC = 0.19
@@ -196,7 +197,7 @@ def _place(rng: np.random.Generator, shape: str, size: int,
 
 
 def render_objects(rng: np.random.Generator, labels: Sequence[tuple[str, str]],
-                   size: int = 64) -> Scene:
+                   size: int = IMAGE_SIZE) -> Scene:
     """Render a scene holding exactly the given (colour, shape) objects, in that order."""
     pixels = _background(rng, size)
     silhouettes: list[np.ndarray] = []
@@ -234,7 +235,7 @@ def sample_labels(rng: np.random.Generator, n_objects: int, *,
     return chosen
 
 
-def render_scene(rng: np.random.Generator, n_objects: int, size: int = 64, *,
+def render_scene(rng: np.random.Generator, n_objects: int, size: int = IMAGE_SIZE, *,
                  colours: Sequence[str] | None = None,
                  shapes: Sequence[str] | None = None) -> Scene:
     """Render a scene of ``n_objects`` random, distinct objects.
@@ -254,7 +255,7 @@ def _scene_rng(entropy: int, *key: int) -> np.random.Generator:
 
 
 def eval_set(n: int, n_objects: int | tuple[int, ...] = 1, seed: int = EVAL_SEED,
-             size: int = 64) -> list[Scene]:
+             size: int = IMAGE_SIZE) -> list[Scene]:
     """The held-out evaluation scenes.
 
     With ``n_objects == 1`` the scenes cycle through every (colour, shape) pair,
@@ -288,7 +289,7 @@ def binding_twins(rng: np.random.Generator, n_objects: int) -> tuple[list[tuple[
     return original, twin
 
 
-def train_batch(rng: np.random.Generator, batch_size: int, size: int = 64, *,
+def train_batch(rng: np.random.Generator, batch_size: int, size: int = IMAGE_SIZE, *,
                 multi_fraction: float = 0.25, hard_fraction: float = 0.5,
                 hard_pool: int = 2, twin_fraction: float = 0.0,
                 partial_fraction: float = 0.0) -> list[Scene]:
@@ -327,7 +328,7 @@ def train_batch(rng: np.random.Generator, batch_size: int, size: int = 64, *,
     return [scenes[i] for i in order]
 
 
-def train_stream(seed: int = TRAIN_SEED, batch_size: int = 128, size: int = 64, *,
+def train_stream(seed: int = TRAIN_SEED, batch_size: int = 128, size: int = IMAGE_SIZE, *,
                  start: int = 0, stride: int = 1, **batch_options) -> Iterator[list[Scene]]:
     """Endless training batches ``start, start + stride, ...``; batch ``b`` depends only on ``seed`` and ``b``."""
     if stride < 1:

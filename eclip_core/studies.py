@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from . import shapes
+from . import shapes, trace
+from .errors import EclipError
 from .evaluation import evaluate, method_options, zero_shot_predictions
 from .explainers import explain, parse_spec
 from .inputs import unpack
@@ -28,9 +29,22 @@ from .principles import DEPARTURE_VARIANTS, P1Measure, p1_measure
 from .stats import Interval, bootstrap, paired_difference, spearman
 
 
-def held_out(n: int, n_objects: int | tuple[int, ...] = 1, sample: int = 0) -> list[shapes.Scene]:
-    """``n`` held-out scenes of disjoint sample ``sample`` (0: the book's)."""
-    return shapes.eval_set(n, n_objects, seed=shapes.EVAL_SEED + sample)
+def held_out(n: int, n_objects: int | tuple[int, ...] = 1, sample: int = 0, *,
+             size: int = shapes.IMAGE_SIZE) -> list[shapes.Scene]:
+    """``n`` held-out scenes of disjoint sample ``sample`` (0: the book's), rendered
+    ``size`` pixels square (:func:`world_size`: the model's own input)."""
+    return shapes.eval_set(n, n_objects, seed=shapes.EVAL_SEED + sample, size=size)
+
+
+def world_size(bundle) -> int:
+    """The side at which to render the shapes world for a model: its own input size, so
+    that its preprocess leaves the scene (and its masks) as drawn and each patch of the
+    grid covers the same pixels of image and mask."""
+    model, _, _ = unpack(bundle)
+    height, width = trace.image_size(model)
+    if height != width:
+        raise EclipError(f"the shapes world is square; this model's input is {height}x{width}")
+    return height
 
 
 def _interval_columns(name: str, interval: Interval) -> dict[str, float]:
@@ -58,7 +72,7 @@ class P1Study:
 
 def p1_study(bundle, *, sample: int = 0, n: int = 300, upscale: int = 2) -> P1Study:
     """:class:`P1Study` on ``n`` held-out single-object scenes of ``sample``."""
-    scenes = held_out(n, 1, sample)
+    scenes = held_out(n, 1, sample, size=world_size(bundle))
     prompts = shapes.prompts()
     labels = [{prompts.index(f"a {s.objects[0].phrase}")} for s in scenes]
     big = [s.image.resize((s.image.width * upscale, s.image.height * upscale), Image.Resampling.BICUBIC)
@@ -103,6 +117,26 @@ def p1_conclusions(study: P1Study) -> dict[str, bool]:
             bool(t.loc[(size, "reference"), "agreement_high"] < 1)
         out[f"{size}: the published pass loses accuracy (change below 0)"] = \
             bool(t.loc[(size, "reference"), "accuracy_change_high"] < 0)
+    return out
+
+
+def p1_invariants(study: P1Study, heads: int) -> dict[str, bool]:
+    """What chapter 3 asserts on every model (``heads``: its last block's): at the model's
+    own size the keep-size input is the same forward pass (max drift <= 1e-5); with more
+    than one head, the one-head recompute is another model at that size; on enlarged scenes
+    the published pass is another model (max drift above 1e-5). How large the drifts and
+    the accuracy changes are depends on the weights: :func:`p1_conclusions` states them
+    for the book's model."""
+    t = study.table
+    enlarged = [size for size in t.index.get_level_values("size").unique() if size != "native"]
+    out = {"native: keep-size is the same forward pass (max drift <= 1e-5)":
+           bool(t.loc[("native", "keep_size"), "max_drift"] <= 1e-5)}
+    if heads > 1:
+        out[f"native: one head instead of {heads} is another model (max drift > 1e-5)"] = \
+            bool(t.loc[("native", "one_head"), "max_drift"] > 1e-5)
+    for size in enlarged:
+        out[f"{size}: the published pass is another model (max drift > 1e-5)"] = \
+            bool(t.loc[(size, "reference"), "max_drift"] > 1e-5)
     return out
 
 
@@ -160,10 +194,14 @@ def p2_study(bundle, methods: Sequence[str], *, sample: int = 0, pool: int = 600
     """
     model, preprocess, tokenizer = unpack(bundle)
     prompts = shapes.prompts()
-    scenes = held_out(pool, 1, sample)
+    scenes = held_out(pool, 1, sample, size=world_size(bundle))
     predicted = zero_shot_predictions((model, preprocess, tokenizer), [s.image for s in scenes], prompts).tolist()
     accuracy = float(np.mean([prompts[p] == f"a {s.objects[0].phrase}" for p, s in zip(predicted, scenes)]))
     pairs = _matched_pairs(scenes, predicted, prompts, seed=sample)
+    if len(pairs) < 2:
+        raise EclipError(f"P2 needs at least 2 wrongly predicted scenes with a rightly predicted twin of the "
+                         f"same class; {pool} scenes at accuracy {accuracy:.3f} gave {len(pairs)}: "
+                         f"enlarge the pool")
     chosen = [scenes[i] for i in pairs["wrong"]] + [scenes[i] for i in pairs["right"]]
     result = evaluate((model, preprocess, tokenizer), chosen, list(methods), texts=prompts, curves=(),
                       timing=False, options=options, rise_masks=rise_masks, seed=sample)
@@ -227,7 +265,7 @@ def cascade_study(bundle, methods: Sequence[str], *, samples: Sequence[int] = (0
     per_image: dict[tuple[str, int, str], list[float]] = {}
     agreement: dict[tuple[int, str], list[float]] = {}
     for sample in samples:
-        images = [s.image for s in held_out(n_images, (1, 2), sample)]
+        images = [s.image for s in held_out(n_images, (1, 2), sample, size=world_size(bundle))]
         steps = cascade(bundle, list(methods), images, texts, seed=sample, options=options)
         for spec, series in steps.items():
             for record in series:
@@ -312,7 +350,7 @@ def misalignment_study(bundle, *, sample: int = 0, n: int = 240, steps: int = 16
     """Grad-ECLIP in both modes on ``n`` held-out single-object scenes of ``sample``: the
     maps' rank correlation, and each metric's published - faithful difference per protocol
     (ROAD, whose imputation costs most, on the first ``n_road`` scenes)."""
-    scenes = held_out(n, 1, sample)
+    scenes = held_out(n, 1, sample, size=world_size(bundle))
     specs = ["grad_eclip", "grad_eclip:reference"]
     frames = []
     curves: dict[str, dict[str, np.ndarray]] = {}
@@ -361,3 +399,71 @@ def misalignment_conclusions(study: MisalignmentStudy) -> dict[str, bool]:
         else:
             out[f"{protocol}: {metric.replace('_', ' ')} not worse by {MARGIN}"] = row["difference_low"] > -MARGIN
     return out
+
+
+# ----------------------------------------------------------------------------- photographs
+
+
+@dataclass
+class PhotoStudy:
+    """Grad-ECLIP in both modes on photographs, scored on the deployed model.
+
+    ``table``: one row per photograph and prompt: the photograph's size, both modes' grids,
+    the original model's cosine, the faithful and the published (reference) score, the
+    drift, the rank correlation of the two maps on the model's input pixels and, where
+    measured, both modes' deletion AUC under the deployed model (``deletion_start``: the
+    curves' first point, the original model's cosine for both modes).
+    ``faithful``, ``reference``: each photograph's explanations; ``texts``: what was
+    explained; ``own_prompts``: whether those are the photographs' own prompts (a model
+    that cannot read them explains the shapes prompts it ranks highest instead).
+    """
+
+    table: pd.DataFrame
+    faithful: list[Any]
+    reference: list[Any]
+    texts: list[list[str]]
+    own_prompts: bool
+
+
+def photo_study(bundle, photos: Sequence[Any], *, deletion: bool = True, steps: int = 16,
+                seed: int = 0) -> PhotoStudy:
+    """:class:`PhotoStudy` of ``photos`` (:class:`~eclip_core.photos.Photo`): each explained
+    at the model's input (faithful) and at its keep-size input through the published
+    forward pass (reference), as the published code explains photographs."""
+    from .evaluation import Item
+    from .inputs import to_model_input
+    from .maps import upsample
+    from .photos import photo_texts
+
+    model, preprocess, _ = unpack(bundle)
+    texts, own = photo_texts(bundle, photos)
+    faithful, reference, rows = [], [], []
+    for photo, prompts in zip(photos, texts):
+        f = explain(bundle, [photo.image], [prompts], "grad_eclip")
+        r = explain(bundle, [photo.image], [prompts], "grad_eclip", "reference")
+        placed = to_model_input(r.maps[0].double(), photo.image.size, preprocess)
+        seen = upsample(f.maps[0].double(), (int(placed.shape[-2]), int(placed.shape[-1])))
+        faithful.append(f)
+        reference.append(r)
+        original = r.scores_original
+        assert original is not None  # reference mode always departs, so it carries the model's cosine
+        for k, text in enumerate(prompts):
+            rows.append({"photo": photo.name, "prompt": text, "size": "{}x{}".format(*photo.image.size),
+                         "grid": "{}x{}".format(*f.maps.shape[-2:]),
+                         "grid_reference": "{}x{}".format(*r.maps.shape[-2:]),
+                         "original": float(original[0, k]), "faithful": float(f.scores[0, k]),
+                         "reference": float(r.scores[0, k]),
+                         "drift": float((r.scores[0, k] - original[0, k]).abs()),
+                         "spearman": float(spearman(seen[k].flatten(), placed[k].flatten()))})
+    table = pd.DataFrame(rows)
+    if deletion:
+        items = [Item(photo.image, text, None, frozenset({text}), f"{photo.name}: {text}")
+                 for photo, prompts in zip(photos, texts) for text in prompts]
+        distinct = list(dict.fromkeys(t for prompts in texts for t in prompts))
+        result = evaluate(bundle, items, ["grad_eclip", "grad_eclip:reference"], texts=distinct, steps=steps,
+                          curves=("deletion",), timing=False, seed=seed, ties="random")
+        for spec, column in (("grad_eclip", "deletion_faithful"), ("grad_eclip:reference", "deletion_published")):
+            part = result.per_image[result.per_image["method"] == spec]
+            table[column] = part["deletion_auc"].to_numpy(float)
+            table[f"{column}_start"] = result.curves[spec]["deletion"][:, 0]
+    return PhotoStudy(table.set_index(["photo", "prompt"]), faithful, reference, texts, own)

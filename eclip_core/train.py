@@ -347,7 +347,7 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 def forward_seconds(model, preprocess, n_images: int = 64, repeats: int = 5) -> float:
     """Median wall time of one image forward pass over ``n_images`` images."""
-    scenes = shapes.eval_set(n_images, 1)
+    scenes = shapes.eval_set(n_images, 1, size=trace.image_size(model)[0])
     images = torch.stack([preprocess(scene.image) for scene in scenes]).to(_device(model))
     with torch.no_grad():
         return median_seconds(lambda: model.encode_image(images), repeats)
@@ -367,7 +367,7 @@ def multi_object_outcomes(predicted: Sequence[tuple[str, str]],
 
 
 def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int = 800,
-                      n_multi: int = 400, batch_size: int = 200, attention: bool = True,
+                      n_multi: int = 400, batch_size: int = 200, attention: bool = True, timing: bool = True,
                       seed: int = shapes.EVAL_SEED) -> dict[str, Any]:
     """Zero-shot metrics on the held-out shapes scenes.
 
@@ -388,7 +388,8 @@ def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int =
         text_features = model.encode_text(tokenizer(shapes.prompts()).to(_device(model)), normalize=True).cpu()
     metrics: dict[str, Any] = {"n_prompts": len(labels)}
 
-    single = shapes.eval_set(n_single, 1, seed=seed)
+    size = trace.image_size(model)[0]  # the world at the model's input size: masks on its grid
+    single = shapes.eval_set(n_single, 1, seed=seed, size=size)
     predicted = (_encode_images(model, preprocess, single, batch_size) @ text_features.T).argmax(1)
     pairs = [(labels[p], scene.labels[0]) for p, scene in zip(predicted.tolist(), single)]
     metrics.update({
@@ -399,7 +400,7 @@ def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int =
     })
 
     if n_multi:
-        multi = shapes.eval_set(n_multi, (2, 3), seed=seed)
+        multi = shapes.eval_set(n_multi, (2, 3), seed=seed, size=size)
         predicted = (_encode_images(model, preprocess, multi, batch_size) @ text_features.T).argmax(1)
         present, binding = multi_object_outcomes([labels[p] for p in predicted.tolist()], multi)
         metrics.update({"n_multi": n_multi, "multi_top1_present": float(np.mean(present)),
@@ -411,6 +412,7 @@ def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int =
         if n_multi:
             metrics["attention_multi"] = attention_inside_outside(
                 _attention(model, preprocess, multi, batch_size), multi)
+    if attention and timing:
         metrics["forward_64_images_seconds"] = forward_seconds(model, preprocess)
     model.train(was_training)
     return metrics

@@ -73,7 +73,7 @@ def one_head_clip():
 def html(tmp_path_factory):
     """The book built from the stored notebook outputs into a temporary folder, as
     ``make render`` builds it; the path of its ``_build/html``."""
-    from tools.book import ROOT
+    from eclip_core.book import ROOT
 
     out = tmp_path_factory.mktemp("book")
     jupyter_book = Path(sys.executable).with_name("jupyter-book")

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tools.book import ROOT, chapter_notebooks
+from eclip_core.book import ROOT, chapter_notebooks
 
 # `html`, the book built once per session, is a fixture in conftest.py (test_browser.py uses it too)
 
@@ -36,11 +36,11 @@ def test_chapter_page_shows_its_figures(html, notebook):
 def test_stored_outputs_were_made_with_another_thread_count():
     """make test re-executes the book at VALIDATION_THREADS: the stored outputs must come
     from another thread count, or the nbval run would not test machine independence."""
-    from tools.book import VALIDATION_THREADS
+    from eclip_core.book import VALIDATION_THREADS
 
     for notebook in chapter_notebooks():
         threads = json.loads(notebook.read_text())["metadata"].get("eclip", {}).get("threads")
-        assert threads is not None, f"{notebook.name}: not executed by `python -m tools.book execute`"
+        assert threads is not None, f"{notebook.name}: not executed by `python -m eclip_core.book execute`"
         assert threads != VALIDATION_THREADS, notebook.name
 
 

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tools.book import ROOT, chapter_notebooks
+from eclip_core.book import ROOT, chapter_notebooks
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
