@@ -229,12 +229,12 @@ def main(argv=None) -> int:
         parser.error("with -p or --quick, pass --out DIR: the stored outputs belong to the default model")
     if args.render and args.out is None:
         parser.error("--render builds the executed copies of --out DIR: pass --out")
+    if args.threads is not None and (args.threads < 1 or args.out is None):
+        parser.error("--threads needs --out and at least 1: the stored book is made with every core")
     if args.out:
         args.out = args.out.resolve()
         args.out.mkdir(parents=True, exist_ok=True)
     notebooks = [p.resolve() for p in args.notebooks] or chapter_notebooks(args.root)
-    if args.threads is not None and (args.threads < 1 or args.out is None):
-        parser.error("--threads needs --out and at least 1: the stored book is made with every core")
     outcomes = execute(notebooks, parameters, args.out, defaults, args.threads)
     print(report(outcomes), flush=True)
     if args.render and args.out:

@@ -430,14 +430,16 @@ def photo_study(bundle, photos: Sequence[Any], *, deletion: bool = True, steps: 
     """:class:`PhotoStudy` of ``photos`` (:class:`~eclip_core.photos.Photo`): each explained
     at the model's input (faithful) and at its keep-size input through the published
     forward pass (reference), as the published code explains photographs."""
-    from .evaluation import Item
-    from .inputs import to_model_input
+    from .inputs import native_batch, to_model_input
     from .maps import upsample
+    from .metrics.faithfulness import perturbation_curves
     from .photos import photo_texts
 
     model, preprocess, _ = unpack(bundle)
     texts, own = photo_texts(bundle, photos)
     faithful, reference, rows = [], [], []
+    seen_maps: list[torch.Tensor] = []    # per (photo, prompt): faithful map on the model's input
+    placed_maps: list[torch.Tensor] = []  # the same for the published (keep-size) map
     for photo, prompts in zip(photos, texts):
         f = explain(bundle, [photo.image], [prompts], "grad_eclip")
         r = explain(bundle, [photo.image], [prompts], "grad_eclip", "reference")
@@ -445,6 +447,8 @@ def photo_study(bundle, photos: Sequence[Any], *, deletion: bool = True, steps: 
         seen = upsample(f.maps[0].double(), (int(placed.shape[-2]), int(placed.shape[-1])))
         faithful.append(f)
         reference.append(r)
+        seen_maps.extend(seen)
+        placed_maps.extend(placed)
         original = r.scores_original
         assert original is not None  # reference mode always departs, so it carries the model's cosine
         for k, text in enumerate(prompts):
@@ -456,14 +460,13 @@ def photo_study(bundle, photos: Sequence[Any], *, deletion: bool = True, steps: 
                          "drift": float((r.scores[0, k] - original[0, k]).abs()),
                          "spearman": float(spearman(seen[k].flatten(), placed[k].flatten()))})
     table = pd.DataFrame(rows)
-    if deletion:
-        items = [Item(photo.image, text, None, frozenset({text}), f"{photo.name}: {text}")
-                 for photo, prompts in zip(photos, texts) for text in prompts]
+    if deletion:  # the maps above, scored on the deployed model (our protocol, ties in a seeded order)
         distinct = list(dict.fromkeys(t for prompts in texts for t in prompts))
-        result = evaluate(bundle, items, ["grad_eclip", "grad_eclip:reference"], texts=distinct, steps=steps,
-                          curves=("deletion",), timing=False, seed=seed, ties="random")
-        for spec, column in (("grad_eclip", "deletion_faithful"), ("grad_eclip:reference", "deletion_published")):
-            part = result.per_image[result.per_image["method"] == spec]
-            table[column] = part["deletion_auc"].to_numpy(float)
-            table[f"{column}_start"] = result.curves[spec]["deletion"][:, 0]
+        images = native_batch([photo.image for photo, prompts in zip(photos, texts) for _ in prompts], preprocess)
+        index = [distinct.index(t) for prompts in texts for t in prompts]
+        for column, maps in (("deletion_faithful", seen_maps), ("deletion_published", placed_maps)):
+            curves = perturbation_curves(bundle, images, maps, distinct, index, kind="deletion", steps=steps,
+                                         seed=seed, ties="random")
+            table[column] = [c.auc_score for c in curves]
+            table[f"{column}_start"] = [float(c.scores[0]) for c in curves]
     return PhotoStudy(table.set_index(["photo", "prompt"]), faithful, reference, texts, own)
