@@ -1,15 +1,22 @@
-"""Cost of explaining K text targets, as a ratio to one plain forward pass.
+"""Cost of every explainer, as a ratio to one plain forward pass, with its peak memory.
 
-Prints, for ViT-B-16 (random init, seed 0) at 224 px on the CPU, the median time of
-faithful Attention-ECLIP for K = 1, 100, 1000 targets divided by the median time of
-one ``encode_image`` of the same batch, measured in the same run; and the same for the
-published per-target way (one forward, then one backward pass per target through the
-model's own last block). Ratios, not absolute times, are what carry across machines.
+Prints one table for an open_clip ViT (default ViT-B-16, random init, seed 0, 224 px) on
+the CPU (or ``--device cuda``): for each explainer and each number of targets K (or of
+(image, text) pairs), the median time of ``explain`` divided by the median time of one
+``encode_image`` of the same batch, measured in the same run, and the memory the call
+needed above what was in use before it (``eclip_core.timing.peak_memory``). Rows:
 
-    python benchmarks/bench_explain.py [--batch 2] [--repeats 5] [--full]
+* Grad-ECLIP and Attention-ECLIP (faithful) at K = 1, 100, 1000 shared targets;
+* the published per-target way (one backward pass per target through the last block) at
+  K = 1 and 100, its K = 1000 figure extrapolated linearly (and labelled so) unless ``--full``;
+* paired targets: every image its own 10 texts, against all of them shared by every image;
+* every other registered explainer at K = 1 (RISE and occlusion also per masked pass);
+* memory: Grad-/Attention-ECLIP at K = 1000 for a batch of ``--memory-batch`` images.
 
-Without ``--full`` the per-target way is measured up to K = 100 and its K = 1000 figure
-is extrapolated linearly (and labelled so); ``--full`` measures it.
+    python benchmarks/bench_explain.py [--model ViT-B-16] [--batch 2] [--repeats 3]
+        [--threads 2] [--device cpu] [--methods a,b] [--full] [--memory-batch 8]
+
+Ratios, not absolute times, are what carry across machines; nothing here is a test.
 """
 
 from __future__ import annotations
@@ -24,8 +31,12 @@ import torch.nn.functional as F
 import eclip_core as ec
 from eclip_core.explainers.eclip import loosened_attention
 from eclip_core.maps import minmax
-from eclip_core.timing import median_seconds
-from eclip_core.trace import merge_heads, trace_vision
+from eclip_core.timing import explain_cost, forward_seconds, median_seconds, peak_memory, random_targets
+from eclip_core.trace import embed_dim, merge_heads, patch_size, trace_vision
+
+RISE_MASKS = 100
+PAIRED = 10  # texts per image in the paired rows
+OPTIONS = {"rise": dict(n_masks=RISE_MASKS), "integrated_gradients": dict(steps=16)}
 
 
 def per_target_grad_eclip(model, images, targets):
@@ -45,40 +56,98 @@ def per_target_grad_eclip(model, images, targets):
     return torch.stack(maps, 1)
 
 
+def masked_passes(method: str, model, images) -> int | None:
+    """Forward passes of masked images one call makes per image (RISE, occlusion), else None."""
+    if method == "rise":
+        return RISE_MASKS
+    if method == "occlusion":
+        grid = [s // p for s, p in zip(images.shape[-2:], patch_size(model))]
+        return grid[0] * grid[1]
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ViT-B-16")
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--methods", default=None, help="comma-separated (default: every registered one)")
     parser.add_argument("--full", action="store_true", help="measure the per-target way at K=1000")
+    parser.add_argument("--memory-batch", type=int, default=8)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = open_clip.create_model("ViT-B-16", pretrained=None).eval()
-    images = torch.randn(args.batch, 3, 224, 224)
-    all_targets = F.normalize(torch.randn(1000, model.visual.output_dim), dim=-1)
+        model = open_clip.create_model(args.model, pretrained=None).eval().to(args.device)
+    size = model.visual.image_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    images = torch.randn(args.batch, 3, *size, generator=torch.Generator().manual_seed(1)).to(args.device)
+    dim = embed_dim(model)
+    bank = random_targets(1000, dim, seed=2, like=images)
+    methods = args.methods.split(",") if args.methods else list(ec.METHODS)
+    forward = forward_seconds(model, images, args.repeats)
+    print(f"{args.model} random init, batch {args.batch}, {size[0]}x{size[1]} px, {args.device}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats}; "
+          f"unit = one encode_image of the batch")
+    rows: list[tuple[str, str, str, str]] = []
 
-    with torch.no_grad():
-        forward = median_seconds(lambda: model.encode_image(images), args.repeats)
-    print(f"ViT-B-16 random init, batch {args.batch}, 224 px, {args.threads} threads, "
-          f"median of {args.repeats}; unit = one encode_image of the batch")
-    print(f"{'K':>6} {'shared forward (ours)':>24} {'per-target backward':>22}")
+    def row(name, targets_label, ratio, note="", memory=None):
+        mem = "" if memory is None else f"{memory / 2**20:8.0f} MiB"
+        rows.append((name, targets_label, f"{ratio:7.2f}x" if ratio is not None else "", mem + note))
+        print(f"  {name:<26} {targets_label:>14} {rows[-1][2]:>9}  {rows[-1][3]}", flush=True)
+
+    print(f"  {'explainer':<26} {'targets':>14} {'ratio':>9}  memory / note")
+    for method in ("grad_eclip", "attention_eclip"):
+        if method not in methods:
+            continue
+        for k in (1, 100, 1000):
+            row(method, f"K={k}", explain_cost(model, images, bank[:k], method, forward=forward,
+                                               repeats=args.repeats))
     measured = {}
     for k in (1, 100, 1000):
-        targets = all_targets[:k]
-        ours = median_seconds(lambda: ec.explain(model, images, targets, method="attention_eclip"),
-                              args.repeats) / forward
         if k < 1000 or args.full:
             reps = args.repeats if k == 1 else 1
-            theirs = median_seconds(lambda: per_target_grad_eclip(model, images, targets), reps) / forward
-            measured[k] = theirs
-            label = f"{theirs:21.2f}x"
+            measured[k] = median_seconds(lambda: per_target_grad_eclip(model, images, bank[:k]), reps) / forward
+            row("published per-target", f"K={k}", measured[k])
         else:  # linear in K: the forward once, then a fixed cost per target
             per_target = (measured[100] - measured[1]) / 99
-            label = f"{measured[1] + per_target * (k - 1):21.2f}x (extrapolated from K=1, 100)"
-        print(f"{k:>6} {ours:23.2f}x {label}")
+            row("published per-target", f"K={k}", measured[1] + per_target * (k - 1),
+                "  extrapolated from K=1, 100")
+
+    # paired: image b explained for its own PAIRED texts, against all B x PAIRED of them shared
+    own = bank[:args.batch * PAIRED].reshape(args.batch, PAIRED, -1)  # (B, K, E), distinct texts
+    for method in ("grad_eclip", "attention_eclip", "gae", "gradcam", "legrad"):
+        if method not in methods:
+            continue
+        ratio_paired = explain_cost(model, images, own, method, forward=forward, repeats=args.repeats)
+        ratio_shared = explain_cost(model, images, own.flatten(0, 1), method, forward=forward,
+                                    repeats=args.repeats)
+        row(method, f"{args.batch}x{PAIRED} paired", ratio_paired,
+            f"  the {args.batch * PAIRED} texts shared: {ratio_shared:.2f}x")
+
+    for method in methods:
+        if method in ("grad_eclip", "attention_eclip"):
+            continue
+        options = OPTIONS.get(method, {})
+        reps = 1 if method in ("rise", "occlusion", "integrated_gradients") else args.repeats
+        ratio = explain_cost(model, images, bank[:1], method, forward=forward, repeats=reps, **options)
+        passes = masked_passes(method, model, images)
+        note = ""
+        if passes is not None:
+            note = f"  {passes} masked passes of the batch: {ratio / passes:.2f}x each"
+        if method == "integrated_gradients":
+            note = f"  {options['steps']} steps"
+        row(method, "K=1", ratio, note)
+
+    big = torch.randn(args.memory_batch, 3, *size, generator=torch.Generator().manual_seed(3)).to(args.device)
+    for method in ("grad_eclip", "attention_eclip"):
+        if method not in methods:
+            continue
+        memory = peak_memory(lambda: ec.explain(model, big, bank, method), args.device)
+        row(method, "K=1000", None, f"  batch {args.memory_batch}: peak", memory)
 
 
 if __name__ == "__main__":

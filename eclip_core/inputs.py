@@ -404,21 +404,25 @@ def is_paired(texts) -> bool:
     return isinstance(texts, (list, tuple)) and bool(texts) and all(isinstance(t, (list, tuple)) for t in texts)
 
 
-def paired_text_targets(model, tokenizer, texts: Sequence[Sequence[str]], batch: int) -> torch.Tensor:
-    """(B, K, E) unit-norm targets: image ``b`` is explained for its own K texts ``texts[b]``.
-
-    Each distinct text is embedded once; every image needs the same number of texts.
+def paired_text_targets(model, tokenizer, texts: Sequence[Sequence[str]],
+                        batch: int) -> tuple[torch.Tensor, list[int]]:
+    """(B, K, E) unit-norm targets and the B list lengths: image ``b`` is explained for its
+    own texts ``texts[b]``, which fill ``[b, :len(texts[b])]``; K is the longest list and
+    shorter lists are padded with zero vectors. Each distinct text is embedded once.
     """
     if len(texts) != batch:
         raise InputError(f"{len(texts)} lists of texts for {batch} images: give one list per image")
-    lengths = {len(t) for t in texts}
-    if len(lengths) != 1 or 0 in lengths:
-        raise InputError(f"every image needs the same, non-zero number of texts; got lengths {sorted(lengths)} "
-                         f"(explain images with different counts in separate calls)")
+    lengths = [len(t) for t in texts]
+    if 0 in lengths:
+        raise InputError(f"image {lengths.index(0)} has an empty list of texts: every image needs at "
+                         f"least one text to be explained for")
     distinct = list(dict.fromkeys(text for per_image in texts for text in per_image))
     embeddings = text_targets(model, tokenizer, distinct)
-    index = torch.tensor([[distinct.index(text) for text in per_image] for per_image in texts])
-    return embeddings[index.to(embeddings.device)]
+    padded = embeddings.new_zeros(batch, max(lengths), embeddings.shape[-1])
+    for b, per_image in enumerate(texts):
+        index = torch.tensor([distinct.index(text) for text in per_image], device=embeddings.device)
+        padded[b, :len(per_image)] = embeddings[index]
+    return padded, lengths
 
 
 def tokenize(tokenizer, texts: str | Sequence[str]) -> torch.Tensor:

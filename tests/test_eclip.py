@@ -21,7 +21,7 @@ def _targets(k, dim=512, dtype=torch.float64, seed=3):
 @pytest.mark.parametrize("k", [3, 20], ids=["reverse-mode", "forward-mode"])
 def test_image_routes_agree_in_float64(vit_b16_f64, images_224, mode, loosened, k, monkeypatch):
     monkeypatch.setattr(eclip_module, "FORWARD_MODE_RATIO", 0)  # K = 20: forward mode on 197 tokens too
-    assert eclip_module.uses_forward_mode(k, 197) == (k > 16)
+    assert eclip_module.uses_forward_mode(k, 197, 512) == (k > 16)
     x, t = images_224[:1].double(), _targets(k)
     g, sg = grad_eclip(vit_b16_f64, x, t, departures=departures_for(mode), loosened=loosened)
     a, sa = attention_eclip(vit_b16_f64, x, t, departures=departures_for(mode), loosened=loosened)
@@ -150,9 +150,13 @@ def test_grad_eclip_matches_direct_autograd_of_the_cosine(vit_b16, images_224):
 
 
 def test_attention_route_switches_to_forward_mode_when_targets_outnumber_tokens():
-    """Reverse mode costs in proportion to the targets, forward mode to the tokens: forward
-    only for K > 16 and K > 4 T (ViT-B-16: T = 197)."""
-    assert not eclip_module.uses_forward_mode(16, 1)
-    assert eclip_module.uses_forward_mode(17, 4)
-    assert not eclip_module.uses_forward_mode(100, 197) and not eclip_module.uses_forward_mode(788, 197)
-    assert eclip_module.uses_forward_mode(789, 197) and eclip_module.uses_forward_mode(1000, 197)
+    """Reverse mode costs in proportion to min(K, E) (K targets, E embedding dimensions),
+    forward mode to the T tokens: forward only for min(K, E) > 16 and > 2 T
+    (ViT-B-16: T = 197, E = 512; the embedded model: T = 65, E = 64)."""
+    assert not eclip_module.uses_forward_mode(16, 1, 512)
+    assert eclip_module.uses_forward_mode(17, 4, 512)
+    assert not eclip_module.uses_forward_mode(300, 197, 512)
+    assert not eclip_module.uses_forward_mode(394, 197, 512)
+    assert eclip_module.uses_forward_mode(395, 197, 512) and eclip_module.uses_forward_mode(1000, 197, 512)
+    assert not eclip_module.uses_forward_mode(1000, 65, 64)  # E bounds the reverse-mode cost
+    assert not eclip_module.uses_forward_mode(1000, 197, 300)

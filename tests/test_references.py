@@ -107,22 +107,28 @@ def force_forward_mode_beyond_reverse_limit(monkeypatch):
     """Attention-ECLIP in forward mode for every K above the reverse-mode limit (16), so the
     K = 40 cases test it on these few-token models too."""
     monkeypatch.setattr(eclip_module, "FORWARD_MODE_RATIO", 0)
-    assert eclip_module.uses_forward_mode(40, 1000) and not eclip_module.uses_forward_mode(3, 1)
+    assert eclip_module.uses_forward_mode(40, 1000, 32) and not eclip_module.uses_forward_mode(3, 1, 32)
 
 
 ECLIP_OPTIONS = [dict(loosened=True, qk="out_proj"), dict(loosened=True, qk="raw"), dict(loosened=False)]
 ECLIP_IDS = ["loosened-out_proj", "loosened-raw", "no-loosened"]
 
 
-@pytest.mark.parametrize("k", [3, 40], ids=["K3-reverse", "K40-forward-mode-and-jacobian"])
+@pytest.mark.parametrize("k,forward", [(3, True), (40, True), (40, False)],
+                         ids=["K3-reverse", "K40-forward-mode-and-jacobian", "K40-reverse-jacobian"])
 @pytest.mark.parametrize("options", ECLIP_OPTIONS, ids=ECLIP_IDS)
 @pytest.mark.parametrize("method,route", [("grad_eclip", "grad"), ("attention_eclip", "attention")])
-def test_image_eclip_faithful(tiny, images, method, route, options, k, monkeypatch):
+def test_image_eclip_faithful(tiny, images, method, route, options, k, forward, monkeypatch):
     """Faithful mode: Grad-ECLIP against w = W_out^T dS/d(attention output) from the model's
     own forward; Attention-ECLIP against dS/dA^h of a per-head hand-written last block.
     K = 40 exceeds both the reverse-mode limit (16: forward-mode AD, forced whatever the
-    token count) and E = 32 (the pullback contracts a Jacobian)."""
-    force_forward_mode_beyond_reverse_limit(monkeypatch)
+    token count) and E = 32 (the pullback contracts a Jacobian); with ``forward`` off,
+    Attention-ECLIP forms that Jacobian in reverse mode from 32 copies of the attention row."""
+    if forward:
+        force_forward_mode_beyond_reverse_limit(monkeypatch)
+    else:
+        monkeypatch.setattr(eclip_module, "REVERSE_MODE_TARGETS", 10**9)
+        assert not eclip_module.uses_forward_mode(k, 1, 32)
     t = targets(k)
     got = ec.explain(tiny, images, t, method=method, **options)
     expected, expected_scores = ref.image_eclip(tiny, images, t, route=route, **options)
@@ -360,6 +366,7 @@ def test_faithful_scores_are_the_models_cosine(tiny, images, tokenizer, method):
     texts = ["a red circle", "a blue square"]
     options = dict(n_masks=2) if method == "rise" else {}
     got = ec.explain(tiny, images, texts, method=method, tokenizer=tokenizer, **options)
+    assert got.maps.dtype == got.scores.dtype == torch.float64  # the model's dtype, end to end
     with torch.no_grad():
         t = tiny.encode_text(tokenizer(texts))
         expected = F.cosine_similarity(tiny.encode_image(images)[:, None], t[None], dim=-1)

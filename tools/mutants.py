@@ -175,13 +175,13 @@ MUTANTS = [
            "lam = minmax(loosened_attention(model, trace.merge_heads(last.q)[:, 0],",
            "lam = (loosened_attention(model, trace.merge_heads(last.q)[:, 0],", FAITHFUL),
     Mutant("attention-eclip-mean-over-heads", E,
-           "return pullback(from_attn_row, row, cot).sum(2)",
-           "return pullback(from_attn_row, row, cot).mean(2)", FAITHFUL),
+           "return pullback(from_attn_row, row, cot, broadcasts=True).sum(2)",
+           "return pullback(from_attn_row, row, cot, broadcasts=True).mean(2)", FAITHFUL),
     Mutant("attention-eclip-CLS-column", E,
            "row = last.attn[:, :, 0]", "row = last.attn[:, :, :, 0]", FAITHFUL),
     Mutant("forward-mode-tangents-mean-over-heads", E,
-           "tangents = torch.eye(row.shape[-1], dtype=row.dtype)[:, None, None, :].expand(-1, *row.shape)",
-           "tangents = torch.eye(row.shape[-1], dtype=row.dtype)[:, None, None, :].expand(-1, *row.shape)"
+           "tangents = torch.eye(row.shape[-1], dtype=row.dtype, device=row.device)[:, None, None, :].expand(-1, *row.shape)",
+           "tangents = torch.eye(row.shape[-1], dtype=row.dtype, device=row.device)[:, None, None, :].expand(-1, *row.shape)"
            " / row.shape[1]",
            ref("test_image_eclip_faithful[attention_eclip-attention-loosened-out_proj-K40-forward-mode-and-jacobian]")),
     # ---------------------------------------------------------------- eclip.py, text branch

@@ -42,6 +42,9 @@ class Explanation:
     scores_original: torch.Tensor | None = None
     input_size: tuple[int, int] | None = None
     token_mask: torch.Tensor | None = None  # (B, tokens) positions explained (text branch)
+    #: (B, K) which targets are real, where images had lists of texts of different lengths
+    #: (the rest are NaN padding); None when every (image, target) entry is real
+    target_mask: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def describe(self, model=None) -> list[str]:
@@ -55,6 +58,12 @@ class Explanation:
         if self.scores_original is None:
             return None
         return self.scores - self.scores_original
+
+    def per_image(self) -> list[torch.Tensor]:
+        """The maps of each input, without padding: ``[maps[b, :K_b]]`` (K_b: its own targets)."""
+        if self.target_mask is None:
+            return list(self.maps)
+        return [m[row] for m, row in zip(self.maps, self.target_mask)]
 
     def upsampled(self, size: tuple[int, int] | None = None) -> torch.Tensor:
         """(B, K, H, W) maps bilinearly upsampled to ``size`` (default: the explained input)."""
@@ -152,23 +161,37 @@ def grad_mode_independent(fn: FnT) -> FnT:
     return cast(FnT, run)
 
 
-def pullback(fn: Callable[[torch.Tensor], torch.Tensor], leaf: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
+def pullback(fn: Callable[[torch.Tensor], torch.Tensor], leaf: torch.Tensor, cotangents: torch.Tensor,
+             *, broadcasts: bool = False) -> torch.Tensor:
     """Vector-Jacobian products of ``fn`` at ``leaf`` for K cotangents at once.
 
     ``fn`` maps ``leaf`` (B, ...) to (B, E); ``cotangents`` is (K, B, E); returns
     (K, B, ...). With more targets than embedding dimensions the Jacobian (E
     products) is formed once and contracted with the K cotangents, so the cost is
     bounded by E small backward passes, never K.
+
+    ``broadcasts=True`` says that ``fn`` also maps (K, B, ...) to (K, B, E): the products
+    are then one ordinary backward pass through ``fn`` applied to K copies of ``leaf``
+    instead of a batched (vmapped) one. Prefer it where ``fn`` multiplies the leaf by a
+    tensor of its own (``A @ v``): the batched backward pass copies that tensor once per
+    cotangent.
     """
+    k, b, e = cotangents.shape
+    vectors = cotangents
+    if k > e:  # the Jacobian, one row per embedding dimension
+        vectors = torch.eye(e, dtype=cotangents.dtype, device=cotangents.device).unsqueeze(1).expand(e, b, e)
     with autograd():
-        leaf = grad_leaf(leaf)
-        out = fn(leaf)
-        k, b, e = cotangents.shape
-        if k <= e:
-            return torch.autograd.grad(out, leaf, cotangents, is_grads_batched=True)[0]
-        eye = torch.eye(e, dtype=out.dtype).unsqueeze(1).expand(e, b, e)
-        jac = torch.autograd.grad(out, leaf, eye, is_grads_batched=True)[0]  # (E, B, ...)
-    return torch.einsum("kbe,eb...->kb...", cotangents, jac)
+        if broadcasts:
+            copies = grad_leaf(normal_tensor(leaf).expand(vectors.shape[0], *leaf.shape).contiguous())
+            out = fn(copies)
+            grads = torch.autograd.grad(out, copies, vectors.to(out.dtype))[0]
+        else:
+            leaf = grad_leaf(leaf)
+            out = fn(leaf)
+            grads = torch.autograd.grad(out, leaf, vectors.to(out.dtype), is_grads_batched=True)[0]
+    if k > e:
+        return torch.einsum("kbe,eb...->kb...", cotangents.to(grads.dtype), grads)
+    return grads
 
 
 def pushforward(fn: Callable[[torch.Tensor], torch.Tensor], leaf: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:

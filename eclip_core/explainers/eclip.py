@@ -31,19 +31,22 @@ from .base import autograd, cosine_cotangents, cosine_scores, grad_mode_independ
 
 QK_CHOICES = ("out_proj", "raw")
 ROUTES = ("grad", "attention")
-#: Attention-ECLIP differentiates in reverse mode (cost growing with the K targets) unless K
-#: exceeds both this and FORWARD_MODE_RATIO x the T tokens; then in forward mode (cost growing
-#: with T). Measured (2 CPU threads, ratios to one encode_image): ViT-B-16, T = 197, K = 1000:
-#: forward 1.50x, reverse 2.20x; K = 100: forward 1.52x, reverse 1.21x; embedded model, T = 65,
-#: K = 64, 256 and 1000: forward 4.6x, 4.4x and 4.3x, reverse 3.2x, 3.2x and 3.4x (small models:
-#: fixed overheads dominate).
+#: Attention-ECLIP differentiates in reverse mode, at a cost growing with min(K, E) (K targets;
+#: beyond the E embedding dimensions the Jacobian is formed once), unless min(K, E) exceeds both
+#: REVERSE_MODE_TARGETS and FORWARD_MODE_RATIO x the T tokens; then in forward mode (cost growing
+#: with T). Measured (2 CPU threads, the route alone as a share of one encode_image of 2 images):
+#: ViT-B-16 (T = 197, E = 512), K = 300: reverse 0.13, forward 0.15; K = 500: 0.19 and 0.12;
+#: K = 1000: 0.29 and 0.15. Embedded model (T = 65, E = 64): reverse 0.2-1.3, forward 0.9-1.5
+#: at every K from 1 to 1000.
 REVERSE_MODE_TARGETS = 16
-FORWARD_MODE_RATIO = 4
+FORWARD_MODE_RATIO = 2
 
 
-def uses_forward_mode(targets: int, tokens: int) -> bool:
-    """Whether Attention-ECLIP takes forward mode for ``targets`` targets over ``tokens`` tokens."""
-    return targets > REVERSE_MODE_TARGETS and targets > FORWARD_MODE_RATIO * tokens
+def uses_forward_mode(targets: int, tokens: int, width: int) -> bool:
+    """Whether Attention-ECLIP takes forward mode for ``targets`` targets over ``tokens``
+    tokens of a model whose embedding has ``width`` dimensions."""
+    rows = min(targets, width)
+    return rows > REVERSE_MODE_TARGETS and rows > FORWARD_MODE_RATIO * tokens
 
 
 def merge_heads_last(t: torch.Tensor) -> torch.Tensor:
@@ -91,15 +94,16 @@ def _attention_route(model, last: trace.BlockRecord, cot: torch.Tensor) -> torch
     """(K, B, T) sum_h dS/dA^h_{0,t}: the CLS row of the attention probabilities as the leaf."""
     x_cls, v = last.x_in[:, 0], last.v  # v: (B, H, T, d)
 
-    def from_attn_row(row):  # row: (..., B, H, T), the CLS row of A
-        return trace.cls_readout(model, x_cls, merge_heads_last(row.unsqueeze(-2) @ v))
+    def from_attn_row(row):  # row: (..., B, H, T), the CLS row of A; einsum, not a broadcast
+        # matmul, so that extra leading dimensions never copy v
+        return trace.cls_readout(model, x_cls, torch.einsum("...bht,bhtd->...bhd", row, v).flatten(-2))
 
     row = last.attn[:, :, 0]
-    if not uses_forward_mode(cot.shape[0], row.shape[-1]):  # few targets: one small backward pass each
-        return pullback(from_attn_row, row, cot).sum(2)
+    if not uses_forward_mode(cot.shape[0], row.shape[-1], cot.shape[-1]):  # few targets: reverse mode, cost ~ K
+        return pullback(from_attn_row, row, cot, broadcasts=True).sum(2)
     # many: forward mode, d f / d A^h_{0,t} summed over heads for every token t at once;
     # the K targets then cost one (K, E) x (E, T) product
-    tangents = torch.eye(row.shape[-1], dtype=row.dtype)[:, None, None, :].expand(-1, *row.shape)
+    tangents = torch.eye(row.shape[-1], dtype=row.dtype, device=row.device)[:, None, None, :].expand(-1, *row.shape)
     return torch.einsum("kbe,tbe->kbt", cot, pushforward(from_attn_row, row, tangents))
 
 

@@ -40,9 +40,10 @@ def explain(model, images: Images, texts: Texts, method: str = "attention_eclip"
     and, for strings, ``tokenizer``). ``images``: paths or PIL images (run through the
     model's preprocess; ``mode="reference"`` also prepares the published keep-size
     input), or a preprocessed (B, 3, H, W) float tensor. ``texts``: K strings or a (K, E)
-    tensor of embeddings, explained for every image; or, per image, its own list of K
-    strings (a list of B lists): then each image costs only its own targets (``maps[b, k]``
-    explains ``texts[b][k]``). ``options``: the method's own (see
+    tensor of embeddings, explained for every image; or, per image, its own list of
+    strings (a list of B lists, of any lengths): then each image costs only its own
+    targets (``maps[b, k]`` explains ``texts[b][k]``; K is the longest list, and where lists
+    differ in length ``target_mask`` marks the real entries, the others being NaN). ``options``: the method's own (see
     ``METHODS[method].options``); an unknown one is refused.
 
     Works under ``torch.no_grad()``, ``torch.inference_mode()`` and with frozen
@@ -54,19 +55,51 @@ def explain(model, images: Images, texts: Texts, method: str = "attention_eclip"
     trace.vision_tower(model)
     departures = spec.departures(model, mode, options)  # the mode's and the method's own
     x, original = prepare_images(model, preprocess, images, departures)
-    targets = (paired_text_targets(model, tokenizer, texts, len(x)) if is_paired(texts)  # type: ignore[arg-type]
-               else text_targets(model, tokenizer, texts))
+    lengths = None
+    if is_paired(texts):
+        targets, lengths = paired_text_targets(model, tokenizer, texts, len(x))  # type: ignore[arg-type]
+    else:
+        targets = text_targets(model, tokenizer, texts)
     if targets.ndim == 3 and len(targets) != len(x):
         raise InputError(f"per-image targets for {len(targets)} images, but {len(x)} images were given")
     # any explainer, the registered ones included, runs whatever the caller's grad mode
-    maps, scores = grad_mode_independent(spec.fn)(model, x, targets, departures=departures, **options)
+    fn = grad_mode_independent(spec.fn)
+    mask = None
+    if lengths is None or len(set(lengths)) == 1:
+        maps, scores = fn(model, x, targets, departures=departures, **options)
+    else:  # lists of different lengths: one call per length, so each image costs its own texts
+        maps, scores, mask = _by_length(fn, model, x, targets, lengths, departures=departures, **options)
     scores_original = None
     if departures.any and original is not None:  # the certificate: the deployed model's own score
         with torch.no_grad():
             scores_original = cosine_scores(model.encode_image(original), targets)
-    return Explanation(check_finite(maps.detach(), method), check_finite(scores.detach(), method, "scores"),
-                       method, mode, departures, scores_original=scores_original,
-                       input_size=(x.shape[-2], x.shape[-1]))
+        if mask is not None:
+            scores_original = scores_original.masked_fill(~mask, float("nan"))
+    real = (slice(None),) if mask is None else (mask,)
+    check_finite(maps.detach()[real], method)
+    check_finite(scores.detach()[real], method, "scores")
+    return Explanation(maps.detach(), scores.detach(), method, mode, departures,
+                       scores_original=scores_original, input_size=(x.shape[-2], x.shape[-1]),
+                       target_mask=mask)
+
+
+def _by_length(fn, model, x: torch.Tensor, targets: torch.Tensor, lengths: list[int],
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Maps and scores (B, K, ...) of per-image targets padded to K = the longest list, by one
+    call per distinct length; padded entries are NaN, ``mask`` (B, K) marks the real ones."""
+    batch, k = targets.shape[:2]
+    mask = torch.arange(k, device=targets.device)[None] < torch.tensor(lengths, device=targets.device)[:, None]
+    maps = scores = None
+    for length in sorted(set(lengths)):
+        index = torch.tensor([b for b, n in enumerate(lengths) if n == length], device=x.device)
+        m, s = fn(model, x[index], targets[index, :length], **kwargs)
+        if maps is None or scores is None:
+            maps = m.new_full((batch, k, *m.shape[2:]), float("nan"))
+            scores = s.new_full((batch, k), float("nan"))
+        maps[index, :length] = m
+        scores[index, :length] = s
+    assert maps is not None and scores is not None
+    return maps, scores, mask
 
 
 def explain_text(model, texts: str | Sequence[str], images: Images, method: str = "attention_eclip",
