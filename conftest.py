@@ -8,6 +8,7 @@ LONGEST_FIRST = [
     "notebooks/05_principles.ipynb",
     "tests/test_resampling.py",
     "notebooks/04_misaligned.ipynb",
+    "notebooks/08_ground_truth.ipynb",
 ]
 
 

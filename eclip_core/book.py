@@ -45,7 +45,8 @@ QUICK: dict[str, object] = {
     "rise_masks": 4, "n_p1": 2, "pool": 20,            # chapters 4, 5
     "n_cascade": 2, "cascade_samples": 1, "n_captions": 4,  # chapters 5, 6 (4 captions drawn)
     "n_photos": 1,                                     # photographs in chapters 1, 3, 4
-    # chapters 4, 5, 7: the Grad-ECLIP family and a few baselines instead of the whole zoo
+    "n_scenes": 2,                                     # chapter 8
+    # chapters 4, 5, 7, 8: the Grad-ECLIP family and a few baselines instead of the whole zoo
     "methods": ["grad_eclip", "grad_eclip:reference", "attention_eclip", "gae", "legrad", "rollout", "edges"],
 }
 

@@ -33,6 +33,9 @@ from .vocab import ShapesTokenizer
 
 EMBEDDED_NAME = "eclip-shapes"
 EMBEDDED_DIR = Path(__file__).resolve().parent / "data" / "embedded"
+#: The same architecture trained with the captions shuffled across images (``python -m
+#: eclip_core.train --shuffle-captions``): a model that learnt nothing about its images.
+SHUFFLED_DIR = Path(__file__).resolve().parent / "data" / "shuffled"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 CHECKSUM_FILE = "SHA256SUMS"

@@ -155,6 +155,7 @@ class Evaluation:
     forward_seconds: float
     texts: list[str]
     notes: list[str] = field(default_factory=list)
+    maps: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # with keep_maps=True
 
     METRIC_COLUMNS = ("deletion_auc", "insertion_auc", "deletion_acc_auc", "insertion_acc_auc",
                       "pointing_game", "energy_in_mask")
@@ -239,7 +240,7 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
              ties: str | None = None,
              seed: int = 0, rise_masks: int = 500, batch_size: int = 50, curve_batch: int | None = None,
              curves: Sequence[str] = ("deletion", "insertion"), timing: bool = True,
-             progress: bool = False) -> Evaluation:
+             keep_maps: bool = False, progress: bool = False) -> Evaluation:
     """Explain every item's target with each method and score the maps; see :class:`Evaluation`.
 
     ``items``: :class:`Item` objects or shapes scenes (:func:`scene_items`). ``methods``:
@@ -251,7 +252,8 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
     and ``ties`` (:func:`~eclip_core.metrics.perturbation_curves`) on the original model's own input;
     pointing game and energy need a mask. ``curves``: which perturbation curves to measure
     (``()``: localisation only, no forward pass per perturbation). ``timing``: measure the
-    cost against one forward pass of the same items.
+    cost against one forward pass of the same items. ``keep_maps``: keep each method's map
+    of every item's target, on the model's input grid (``Evaluation.maps``).
     """
     given: list[Any] = list(items)
     if not given:
@@ -288,11 +290,14 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
     rows: list[dict[str, Any]] = []
     measured: dict[str, dict[str, np.ndarray]] = {}
     seconds: dict[str, float] = {}
+    kept: dict[str, list[torch.Tensor]] = {}
     for spec in tqdm(specs, desc="evaluate", disable=not progress):
         name = str(spec)
         opts = (options or {}).get(name, method_options(spec, rise_masks=rise_masks, seed=seed))
         maps, seconds[name] = _target_maps(bundle, spec, cases, images, targets, target_idx, opts,
                                            batch_size, timing, progress)
+        if keep_maps:
+            kept[name] = maps
         results = {kind: perturbation_curves(model, images, maps, targets, target_idx, kind=kind,
                                              preprocess=preprocess, steps=steps, protocol=protocol, seed=seed,
                                              batch_size=curve_batch, baseline=baseline, ties=ties)
@@ -321,4 +326,4 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
     if timing:
         notes.append(f"cost_ratio: explain time / one forward pass of the same images "
                      f"({1000 * forward / len(cases):.3f} ms per image)")
-    return Evaluation(pd.DataFrame(rows), measured, seconds if timing else {}, forward, texts, notes)
+    return Evaluation(pd.DataFrame(rows), measured, seconds if timing else {}, forward, texts, notes, kept)

@@ -25,6 +25,7 @@ from .errors import ModelLoadError, UnsupportedModelError, one_line
 from .trace import SUPPORTED, text_tower, vision_tower
 
 DEFAULT_MODEL = "eclip-shapes"
+SHUFFLED_MODEL = "eclip-shapes-shuffled"  # the same, trained on captions shuffled across images
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 #: Seconds to wait for the weights' host before saying it is unreachable.
 HOST_TIMEOUT = 5.0
@@ -48,8 +49,8 @@ class ModelInfo(NamedTuple):
 
 
 def available_models() -> list[str]:
-    """The embedded model, then every architecture open_clip knows."""
-    return [DEFAULT_MODEL] + sorted(open_clip.list_models())
+    """The embedded models, then every architecture open_clip knows."""
+    return [DEFAULT_MODEL, SHUFFLED_MODEL] + sorted(open_clip.list_models())
 
 
 def unknown_model(name: object) -> ModelLoadError:
@@ -68,6 +69,9 @@ def model_info(name: str) -> ModelInfo:
     """Classify a model from its config: is its image tower a ViT, can eclip trace it."""
     if name == DEFAULT_MODEL:
         return ModelInfo(name, True, True, "embedded, 64x64 shapes world, no download")
+    if name == SHUFFLED_MODEL:
+        return ModelInfo(name, True, True, "embedded, trained on captions shuffled across images: "
+                                           "a model that learnt nothing about its images")
 
     config = open_clip.get_model_config(name)
     if config is None:
@@ -96,7 +100,8 @@ def model_info(name: str) -> ModelInfo:
 
 def load_model(name: str | None = None, pretrained: str | Path | None = None,
                device: str | torch.device = "cpu") -> LoadedModel:
-    """The embedded model (no arguments), or open_clip architecture ``name``.
+    """The embedded model (no arguments, or ``"eclip-shapes"``), the same architecture trained on
+    shuffled captions (``"eclip-shapes-shuffled"``), or open_clip architecture ``name``.
 
     ``pretrained`` is an open_clip tag (open_clip looks in its cache and downloads only
     then) or the path of a checkpoint: ``.safetensors``, or a PyTorch file read with
@@ -104,13 +109,16 @@ def load_model(name: str | None = None, pretrained: str | Path | None = None,
     nothing is downloaded. Unsupported towers are refused here, before any download
     and before any explaining.
     """
-    if name in (None, DEFAULT_MODEL):
+    if name in (None, DEFAULT_MODEL, SHUFFLED_MODEL):
+        shipped = name or DEFAULT_MODEL
         if pretrained is not None:
-            raise ModelLoadError(f"{DEFAULT_MODEL} ships its own weights; pretrained= is not used with it")
-        try:  # the directory is read at call time, so tests can point it elsewhere
-            loaded = embedded.load_embedded(device="cpu", directory=embedded.EMBEDDED_DIR)
+            raise ModelLoadError(f"{shipped} ships its own weights; pretrained= is not used with it")
+        # the directory is read at call time, so tests can point it elsewhere
+        directory = embedded.SHUFFLED_DIR if shipped == SHUFFLED_MODEL else embedded.EMBEDDED_DIR
+        try:
+            loaded = embedded.load_embedded(device="cpu", directory=directory)
         except embedded.ModelLoadError as err:
-            raise ModelLoadError(f"cannot load the embedded model {DEFAULT_MODEL}: {one_line(err)}") from None
+            raise ModelLoadError(f"cannot load the embedded model {shipped}: {one_line(err)}") from None
         return LoadedModel(_to_device(loaded[0], device), *loaded[1:])
 
     if not isinstance(name, str) or name not in open_clip.list_models():

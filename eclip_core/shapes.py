@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -80,6 +80,29 @@ class ShapeObject:
         return f"{self.colour} {self.shape}"
 
 
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """One drawn object: where it is painted and with which pixel values."""
+
+    shape: str
+    colour: str
+    silhouette: np.ndarray  # bool (H, W): every pixel it covers, whatever is drawn later
+    tint: np.ndarray  # (3,) its colour, jittered
+    shading: np.ndarray  # (n, 1) per covered pixel, in raster order
+
+
+@dataclass(frozen=True, eq=False)
+class Drawing:
+    """What a scene is made of: its background and its objects' layers, in drawing order.
+
+    :func:`compose` turns it into the scene, pixel for pixel; editing it (:func:`edit`)
+    gives counterfactual scenes: the same background and the same other objects.
+    """
+
+    background: np.ndarray  # float32 (H, W, 3), before any object
+    layers: tuple[Layer, ...]
+
+
 @dataclass(frozen=True)
 class Scene:
     """A rendered image and its objects, in drawing order."""
@@ -87,6 +110,7 @@ class Scene:
     image: Image.Image
     objects: tuple[ShapeObject, ...]
     named: tuple[int, ...] | None = None  # objects the caption names (default: all)
+    drawing: Drawing | None = field(default=None, compare=False, repr=False)
 
     @property
     def caption(self) -> str:
@@ -199,24 +223,76 @@ def _place(rng: np.random.Generator, shape: str, size: int,
 def render_objects(rng: np.random.Generator, labels: Sequence[tuple[str, str]],
                    size: int = IMAGE_SIZE) -> Scene:
     """Render a scene holding exactly the given (colour, shape) objects, in that order."""
-    pixels = _background(rng, size)
-    silhouettes: list[np.ndarray] = []
+    background = _background(rng, size)
+    layers: list[Layer] = []
     for colour, shape in labels:
         if colour not in COLOUR_RGB:
             raise ValueError(f"unknown colour {colour!r}; expected one of {COLOURS}")
-        silhouette = _place(rng, shape, size, silhouettes)
+        silhouette = _place(rng, shape, size, [layer.silhouette for layer in layers])
         tint = np.asarray(COLOUR_RGB[colour], dtype=float) + rng.uniform(-12, 12, size=3)
         shading = rng.normal(0, 3, size=(int(silhouette.sum()), 1))
-        pixels[silhouette] = tint + shading
-        silhouettes.append(silhouette)
+        layers.append(Layer(shape, colour, silhouette, tint, shading))
+    return compose(Drawing(background, tuple(layers)))
+
+
+def compose(drawing: Drawing, named: tuple[int, ...] | None = None) -> Scene:
+    """The scene a drawing makes: each layer painted over the background in order; each
+    object's mask is what of it stays visible."""
+    pixels = drawing.background.copy()
+    for layer in drawing.layers:
+        pixels[layer.silhouette] = layer.tint + layer.shading
     image = Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), "RGB")
     objects = []
-    for index, ((colour, shape), silhouette) in enumerate(zip(labels, silhouettes)):
-        visible = silhouette.copy()
-        for later in silhouettes[index + 1:]:
-            visible &= ~later
-        objects.append(ShapeObject(shape=shape, colour=colour, mask=visible))
-    return Scene(image=image, objects=tuple(objects))
+    for index, layer in enumerate(drawing.layers):
+        visible = layer.silhouette.copy()
+        for later in drawing.layers[index + 1:]:
+            visible &= ~later.silhouette
+        objects.append(ShapeObject(shape=layer.shape, colour=layer.colour, mask=visible))
+    return Scene(image=image, objects=tuple(objects), named=named, drawing=drawing)
+
+
+def edit(scene: Scene, *, remove: Sequence[int] = (), recolour: dict[int, str] | None = None,
+         move: dict[int, tuple[int, int]] | None = None) -> Scene:
+    """A counterfactual of ``scene``: objects removed (the background as it was beneath
+    them), recoloured (the same jitter and shading in another colour) or moved by
+    ``(dy, dx)`` pixels (they must stay inside the image); nothing else changes.
+
+    Indices refer to ``scene.objects``; the result keeps the other objects in their
+    order, and its caption names the named objects that remain.
+    """
+    if scene.drawing is None:
+        raise ValueError("this scene was not drawn by the shapes world (no drawing to edit)")
+    n = len(scene.objects)
+    recolour, move = dict(recolour or {}), dict(move or {})
+    for index in (*remove, *recolour, *move):
+        if not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+            raise ValueError(f"object index {index!r} out of range: the scene has {n} objects")
+    layers = []
+    for index, layer in enumerate(scene.drawing.layers):
+        if index in recolour:
+            colour = recolour[index]
+            if colour not in COLOUR_RGB:
+                raise ValueError(f"unknown colour {colour!r}; expected one of {COLOURS}")
+            jitter = layer.tint - np.asarray(COLOUR_RGB[layer.colour], dtype=float)
+            layer = replace(layer, colour=colour, tint=np.asarray(COLOUR_RGB[colour], dtype=float) + jitter)
+        if index in move:
+            layer = replace(layer, silhouette=_shifted(layer.silhouette, *move[index]))
+        layers.append(layer)
+    kept = [i for i in range(n) if i not in set(remove)]
+    named = None
+    if scene.named is not None:
+        named = tuple(kept.index(i) for i in scene.named if i in kept) or None
+    return compose(Drawing(scene.drawing.background, tuple(layers[i] for i in kept)), named)
+
+
+def _shifted(silhouette: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    rows, cols = np.nonzero(silhouette)
+    h, w = silhouette.shape
+    if rows.min() + dy < 0 or rows.max() + dy >= h or cols.min() + dx < 0 or cols.max() + dx >= w:
+        raise ValueError(f"moving the object by ({dy}, {dx}) would take it out of the image")
+    out = np.zeros_like(silhouette)
+    out[rows + dy, cols + dx] = True  # raster order is kept, so the shading still lines up
+    return out
 
 
 def sample_labels(rng: np.random.Generator, n_objects: int, *,
@@ -322,7 +398,7 @@ def train_batch(rng: np.random.Generator, batch_size: int, size: int = IMAGE_SIZ
         for twin_labels in binding_twins(rng, int(rng.integers(2, 4))):
             scenes.append(render_objects(rng, twin_labels, size))
     scenes += [render_scene(rng, int(rng.integers(2, 4)), size) for _ in range(n_multi - 2 * n_twin_pairs)]
-    scenes = [Scene(sc.image, sc.objects, (int(rng.integers(len(sc.objects))),))
+    scenes = [replace(sc, named=(int(rng.integers(len(sc.objects))),))
               if len(sc.objects) > 1 and rng.random() < partial_fraction else sc for sc in scenes]
     order = rng.permutation(len(scenes))
     return [scenes[i] for i in order]

@@ -17,6 +17,7 @@ multi-object scene is often a binding error.  ``--positives same`` trains the pl
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,7 @@ from .timing import median_seconds
 from .vocab import DEFAULT_CONTEXT_LENGTH, ShapesTokenizer
 
 IMAGE_SIZE = 64
+SHUFFLE_KEY = 2  # spawn key of the caption permutations (the batches use shapes.TRAIN_KEY)
 
 
 def default_model_config(vocab_size: int | None = None) -> dict[str, Any]:
@@ -77,6 +79,7 @@ class TrainConfig:
     twin_fraction: float = 0.0
     partial_fraction: float = 0.0
     positives: str = "contains"
+    shuffle_captions: bool = False  # data randomisation: captions permuted across each batch's images
     log_every: int = 50
     eval_every: int = 500
     device: str = "cpu"  # the shipped model was trained on the CPU; "cuda" trains faster, not bit-identically
@@ -131,14 +134,20 @@ class ShapesBatches(torch.utils.data.IterableDataset):
     ``positives="contains"``: a caption is a positive for every image that holds all
     the objects it names (:func:`contains_matrix`); ``"same"``: only for images with
     the same caption (:func:`same_caption_matrix`).
+
+    ``shuffle_captions``: the captions of each batch are permuted across its images at
+    random (a seeded permutation per batch), so a caption says nothing about its image:
+    the data randomisation test of Adebayo et al. (2018). Positives are then the images
+    given the same caption (``"contains"`` would read the true objects back from the scenes).
     """
 
     def __init__(self, seed: int, batch_size: int, context_length: int, size: int = IMAGE_SIZE,
-                 positives: str = "contains", **batch_options):
+                 positives: str = "contains", shuffle_captions: bool = False, **batch_options):
         super().__init__()
         if positives not in ("contains", "same"):
             raise ValueError(f"positives must be 'contains' or 'same', not {positives!r}")
         self.positives = positives
+        self.shuffle_captions = shuffle_captions
         self.seed, self.batch_size, self.size = seed, batch_size, size
         self.context_length = context_length
         self.batch_options = batch_options
@@ -151,12 +160,16 @@ class ShapesBatches(torch.utils.data.IterableDataset):
         start, stride = (worker.id, worker.num_workers) if worker is not None else (0, 1)
         stream = shapes.train_stream(self.seed, self.batch_size, self.size, start=start, stride=stride,
                                      **self.batch_options)
-        for scenes in stream:
+        for index, scenes in zip(itertools.count(start, stride), stream):
             captions = [scene.caption for scene in scenes]
             pixels = np.stack([np.asarray(scene.image, dtype=np.uint8) for scene in scenes])
-            yield {"pixels": torch.from_numpy(pixels), "tokens": tokenizer(captions),
-                   "positive": contains_matrix(scenes) if self.positives == "contains"
-                   else same_caption_matrix(captions)}
+            if self.shuffle_captions:
+                rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(SHUFFLE_KEY, index)))
+                captions = [captions[i] for i in rng.permutation(len(captions))]
+                positive = same_caption_matrix(captions)
+            else:
+                positive = contains_matrix(scenes) if self.positives == "contains" else same_caption_matrix(captions)
+            yield {"pixels": torch.from_numpy(pixels), "tokens": tokenizer(captions), "positive": positive}
 
 
 def _single_thread_worker(_worker_id: int) -> None:
@@ -169,7 +182,8 @@ def batch_iterator(config: TrainConfig) -> Iterator[dict[str, torch.Tensor]]:
                             config.model_cfg["vision_cfg"]["image_size"],
                             multi_fraction=config.multi_fraction, hard_fraction=config.hard_fraction,
                             twin_fraction=config.twin_fraction,
-                            partial_fraction=config.partial_fraction, positives=config.positives)
+                            partial_fraction=config.partial_fraction, positives=config.positives,
+                            shuffle_captions=config.shuffle_captions)
     if config.workers == 0:
         return iter(dataset)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=config.workers,
@@ -463,6 +477,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--positives", choices=("contains", "same"), default=defaults.positives,
                         help="which captions count as positives of an image: those naming only objects "
                              "it holds (default), or only captions naming exactly its objects")
+    parser.add_argument("--shuffle-captions", action="store_true",
+                        help="permute the captions across each batch's images (a model that learns nothing "
+                             "about its images: the data randomisation test)")
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--n-single", type=int, default=1000, help="held-out single-object images")
     parser.add_argument("--n-multi", type=int, default=500, help="held-out 2-3-object images")
@@ -481,7 +498,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                          workers=args.workers, multi_fraction=args.multi_fraction,
                          hard_fraction=args.hard_fraction, twin_fraction=args.twin_fraction,
                          partial_fraction=args.partial_fraction,
-                         positives=args.positives, eval_every=args.eval_every, device=args.device)
+                         positives=args.positives, shuffle_captions=args.shuffle_captions,
+                         eval_every=args.eval_every, device=args.device)
     model, summary = train(config)
     save_embedded(model, args.out, config.model_cfg, config.preprocess_cfg)  # weights first, come what may
     metrics = evaluate_embedded(model, n_single=args.n_single, n_multi=args.n_multi)
@@ -493,7 +511,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                            "command": "python -m eclip_core.train " + " ".join(
                                f"--{k.replace('_', '-')} {v}" for k, v in recipe.items()
                                if k in ("steps", "batch_size", "lr", "seed", "threads", "multi_fraction",
-                                        "twin_fraction", "partial_fraction", "positives"))}}
+                                        "twin_fraction", "partial_fraction", "positives"))
+                               + (" --shuffle-captions" if config.shuffle_captions else "")}}
     save_embedded(model, args.out, config.model_cfg, config.preprocess_cfg, record)
     print(f"parameters {n_parameters}, trained {summary['train_seconds']:.0f}s, saved to {args.out}")
     print(format_metrics(metrics))

@@ -127,3 +127,27 @@ def test_recorded_metrics_describe_this_model(embedded):
     model = embedded[0]
     assert record["n_parameters"] == sum(p.numel() for p in model.parameters())
     assert record["metrics"]["n_prompts"] == len(shapes.prompts())
+
+
+def test_the_shuffled_caption_model_ships_with_the_same_architecture_and_learnt_nothing(embedded):
+    """eclip-shapes-shuffled: the same config, checksummed weights, a recipe that differs only
+    by the shuffled captions, and zero-shot accuracy near chance (1/40) on held-out scenes
+    where the trained model is near perfect."""
+    import eclip_core as ec
+    from eclip_core.embedded import SHUFFLED_DIR, read_config
+    from eclip_core.evaluation import zero_shot_predictions
+
+    assert read_config(SHUFFLED_DIR) == read_config(EMBEDDED_DIR)
+    recipe = json.loads((SHUFFLED_DIR / METRICS_FILE).read_text())["training"]
+    trained = json.loads((EMBEDDED_DIR / METRICS_FILE).read_text())["training"]
+    assert recipe["shuffle_captions"] is True
+    differs = {k for k in trained if k in recipe and recipe[k] != trained[k]}
+    assert differs <= {"train_seconds", "first_loss", "final_loss", "command"}, differs
+    shuffled = ec.load_model("eclip-shapes-shuffled")
+    assert (SHUFFLED_DIR / WEIGHTS_FILE).stat().st_size <= 10 * 1024 * 1024
+    scenes = shapes.eval_set(200, 1, seed=shapes.EVAL_SEED + 7)
+    truth = [shapes.prompts().index(f"a {s.objects[0].phrase}") for s in scenes]
+    for bundle, low, high in ((embedded, 0.8, 1.0), (shuffled, 0.0, 0.1)):
+        predicted = zero_shot_predictions(bundle, [s.image for s in scenes], shapes.prompts())
+        accuracy = float((predicted == torch.tensor(truth)).float().mean())
+        assert low <= accuracy <= high, accuracy

@@ -165,3 +165,35 @@ def test_command_line_writes_a_loadable_model(tmp_path, capsys):
     with torch.no_grad():
         features = model.encode_text(tokenizer(["a red circle"]))
     assert features.shape == (1, 64)
+
+
+def test_shuffled_captions_are_a_seeded_permutation_of_each_batch():
+    """Data randomisation: batch b keeps its images, and its captions are permuted across them
+    by the permutation seeded with (data seed, SHUFFLE_KEY, b) -- the same with two data
+    processes -- and the positives are the images given the same caption."""
+    from eclip_core.train import SHUFFLE_KEY
+    from eclip_core.vocab import ShapesTokenizer
+
+    shuffled = ShapesBatches(seed=5, batch_size=12, context_length=16, multi_fraction=0.5,
+                             shuffle_captions=True)
+    loader = torch.utils.data.DataLoader(shuffled, batch_size=None, num_workers=2)
+    scenes_stream = shapes.train_stream(5, 12, 64, multi_fraction=0.5)
+    moved = 0
+    for index, (alone, shared, scenes) in enumerate(zip(iter(shuffled), loader, scenes_stream)):
+        if index == 3:
+            break
+        order = np.random.default_rng(np.random.SeedSequence(5, spawn_key=(SHUFFLE_KEY, index))).permutation(12)
+        captions = [scenes[i].caption for i in order]
+        assert torch.equal(alone["pixels"], torch.from_numpy(np.stack([np.asarray(s.image) for s in scenes])))
+        assert torch.equal(alone["tokens"], ShapesTokenizer(16)(captions))
+        assert torch.equal(alone["positive"], same_caption_matrix(captions))
+        assert torch.equal(alone["tokens"], shared["tokens"])
+        moved += int((order != np.arange(12)).sum())
+    assert moved > 18  # most captions left their image
+
+
+def test_shuffled_captions_on_the_command_line(tmp_path):
+    record = main(["--steps", "2", "--batch-size", "8", "--shuffle-captions", "--workers", "0",
+                   "--eval-every", "0", "--n-single", "8", "--n-multi", "4", "--out", str(tmp_path)])
+    assert record["training"]["shuffle_captions"] is True
+    assert record["training"]["command"].endswith("--shuffle-captions")
