@@ -13,7 +13,9 @@ module compares the share of the map's mass on each object
 * ``cf_top``: whether the object with the largest share has the largest effect;
 * ``cf_regret``: the counterfactual deletion curve -- remove the objects in the order
   the map ranks them, scoring the scene after each removal -- its area (trapezoid over
-  the removed fraction of objects, lower is better) minus the area of the best order.
+  the removed fraction of objects, lower is better) minus the area of the best order
+  (objects with equal shares: the mean over their orders, so a map that ranks nothing
+  has a random order's regret).
   Objects interact, so even the order of the true single-removal effects can leave some
   regret; a random order's (``cf_regret_random``) is the reference.
 
@@ -37,6 +39,10 @@ from .errors import InputError
 from .evaluation import Item, evaluate, zero_shot_scores
 from .metrics import energy_in_mask, perturbation_curves
 from .stats import Interval, bootstrap, spearman
+
+#: The columns of :class:`GroundTruthStudy` for which lower is better.
+LOWER_IS_BETTER = frozenset({"deletion_auc", "deletion_acc_auc", "road_deletion_auc", "cf_regret",
+                             "cf_regret_random"})
 
 
 def removal_scores(bundle, scene: shapes.Scene, texts: Sequence[str]) -> dict[frozenset[int], np.ndarray]:
@@ -93,9 +99,12 @@ def curve_area(points: np.ndarray) -> float:
     return float((points[:-1] + points[1:]).sum() / (2 * (len(points) - 1)))
 
 
-def share_order(shares: np.ndarray) -> list[int]:
-    """Objects by decreasing share; equal shares keep drawing order."""
-    return [int(i) for i in np.argsort(-np.asarray(shares), kind="stable")]
+def share_orders(shares: np.ndarray, decimals: int = 12) -> list[tuple[int, ...]]:
+    """Every removal order the map supports: objects by decreasing share, equal shares (to
+    ``decimals``) in every order among themselves."""
+    rounded = np.round(np.asarray(shares, dtype=np.float64), decimals)
+    return [order for order in itertools.permutations(range(len(rounded)))
+            if all(rounded[a] >= rounded[b] for a, b in zip(order, order[1:]))]
 
 
 def item_measures(shares: np.ndarray, effects: np.ndarray,
@@ -105,7 +114,7 @@ def item_measures(shares: np.ndarray, effects: np.ndarray,
     n = len(shares)
     areas = {order: curve_area(removal_curve(scores, order, k)) for order in itertools.permutations(range(n))}
     best = min(areas.values())
-    mine = curve_area(removal_curve(scores, share_order(shares), k))
+    mine = float(np.mean([areas[order] for order in share_orders(shares)]))  # ties: their mean
     top = bool(shares.max() > shares.min() and np.argmax(shares) == np.argmax(effects))
     return {"cf_correlation": float(spearman(torch.from_numpy(shares), torch.from_numpy(effects))),
             "cf_top": float(top), "cf_regret": mine - best,
@@ -170,9 +179,9 @@ class GroundTruthStudy:
 
     def agreement(self, metric: str, truth: str = "cf_correlation", n_boot: int = 1000) -> Interval:
         """Spearman correlation, across methods, between their mean ``truth`` and their mean
-        pixel ``metric`` (signed so that higher is better for both), with an interval from
-        resampling scenes."""
-        sign = -1.0 if metric.startswith(("deletion", "road_deletion")) else 1.0
+        pixel ``metric`` (each signed so that higher is better, :data:`LOWER_IS_BETTER`;
+        means equal to 9 decimals tie), with an interval from resampling scenes."""
+        sign_truth, sign = (-1.0 if name in LOWER_IS_BETTER else 1.0 for name in (truth, metric))
         pivot_truth = self.per_item.pivot_table(index="scene", columns="method", values=truth, aggfunc="sum")
         pivot_metric = self.per_item.pivot_table(index="scene", columns="method", values=metric, aggfunc="sum")
         counts = self.per_item.pivot_table(index="scene", columns="method", values=truth, aggfunc="count")
@@ -180,8 +189,9 @@ class GroundTruthStudy:
 
         def rank_corr(rows: np.ndarray) -> float:
             a, b, n = rows[:, 0], rows[:, 1], rows[:, 2]
-            return float(spearman(torch.from_numpy(a.sum(0) / n.sum(0)),
-                                  torch.from_numpy(sign * b.sum(0) / n.sum(0))))
+            # rounded: methods equal up to round-off (the two ECLIP routes) rank as equal
+            return float(spearman(torch.from_numpy(np.round(sign_truth * a.sum(0) / n.sum(0), 9)),
+                                  torch.from_numpy(np.round(sign * b.sum(0) / n.sum(0), 9))))
 
         stacked = np.stack([t, m, c], axis=1)  # (scenes, 3, methods)
         return bootstrap(stacked, rank_corr, n_boot=n_boot, seed=self.seed)
@@ -205,6 +215,8 @@ def ground_truth_study(bundle, scenes: Sequence[shapes.Scene], methods: Sequence
     scenes = list(scenes)
     if not scenes or any(len(s.objects) < 2 for s in scenes):
         raise InputError("the ground-truth study needs multi-object scenes (2 or more objects each)")
+    if len(set(methods)) != len(list(methods)):
+        raise InputError(f"each method once, please: {list(methods)} names one twice")
     prompts = [[f"a {o.phrase}" for o in s.objects] for s in scenes]
     scores = removal_scores_many(bundle, scenes, prompts)
     effects = [true_effects(sc, len(s.objects)) for sc, s in zip(scores, scenes)]

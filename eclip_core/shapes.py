@@ -263,9 +263,11 @@ def edit(scene: Scene, *, remove: Sequence[int] = (), recolour: dict[int, str] |
     if scene.drawing is None:
         raise ValueError("this scene was not drawn by the shapes world (no drawing to edit)")
     n = len(scene.objects)
+    if isinstance(remove, (int, np.integer, str)) or not isinstance(remove, Sequence):
+        raise ValueError(f"remove takes a sequence of object indices, got {remove!r}")
     recolour, move = dict(recolour or {}), dict(move or {})
     for index in (*remove, *recolour, *move):
-        if not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
             raise ValueError(f"object index {index!r} out of range: the scene has {n} objects")
     layers = []
     for index, layer in enumerate(scene.drawing.layers):
@@ -279,9 +281,9 @@ def edit(scene: Scene, *, remove: Sequence[int] = (), recolour: dict[int, str] |
             layer = replace(layer, silhouette=_shifted(layer.silhouette, *move[index]))
         layers.append(layer)
     kept = [i for i in range(n) if i not in set(remove)]
-    named = None
+    named = None  # the caption names the objects it named that remain (none: an empty caption)
     if scene.named is not None:
-        named = tuple(kept.index(i) for i in scene.named if i in kept) or None
+        named = tuple(kept.index(i) for i in scene.named if i in kept)
     return compose(Drawing(scene.drawing.background, tuple(layers[i] for i in kept)), named)
 
 

@@ -1,5 +1,6 @@
 """Counterfactual scenes and the ground-truth measures, on constructed cases."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -67,6 +68,13 @@ def test_recolour_and_move_change_only_that_object(scene):
         shapes.edit(scene, move={i: (64, 0)})
     with pytest.raises(ValueError, match="out of range"):
         shapes.edit(scene, remove=[3])
+    with pytest.raises(ValueError, match="out of range"):
+        shapes.edit(scene, remove=[True])
+    with pytest.raises(ValueError, match="sequence of object indices"):
+        shapes.edit(scene, remove=1)
+    partial = dataclasses.replace(scene, named=(1,))
+    assert shapes.edit(partial, remove=[0]).caption == f"a {scene.objects[1].phrase}"
+    assert shapes.edit(partial, remove=[1]).caption == ""  # its one named object is gone
 
 
 def test_curve_area_and_regret_by_hand():
@@ -88,6 +96,10 @@ def test_curve_area_and_regret_by_hand():
                                                - cf.curve_area(np.array([1, .4, .1, 0])))
     flat = cf.item_measures(np.array([0.2, 0.2, 0.2]), effects, scores, 0)
     assert flat["cf_correlation"] == 0.0 and flat["cf_top"] == 0.0
+    assert flat["cf_regret"] == pytest.approx(flat["cf_regret_random"])  # no ranking: a random order
+    two_tied = cf.item_measures(np.array([0.6, 0.2, 0.2]), effects, scores, 0)  # orders (0,1,2), (0,2,1)
+    expected = np.mean([cf.curve_area(cf.removal_curve(scores, order, 0)) for order in [(0, 1, 2), (0, 2, 1)]])
+    assert two_tied["cf_regret"] == pytest.approx(expected - cf.curve_area(np.array([1, .4, .1, 0])))
 
 
 def test_removal_scores_are_the_models_scores_of_the_edited_scenes(scene):
@@ -144,5 +156,11 @@ def test_an_explainer_that_paints_the_true_effects_scores_best():
     oracle = study.per_item[study.per_item["method"] == "cf_oracle"]
     assert 0 <= table.loc["cf_oracle", "cf_regret"] < oracle["cf_regret_random"].mean()
     assert table.loc["cf_anti", "cf_correlation"] == 0.0 and table.loc["cf_anti", "cf_top"] == 0.0
+    anti = study.per_item[study.per_item["method"] == "cf_anti"]
+    np.testing.assert_allclose(anti["cf_regret"], anti["cf_regret_random"])  # ranks nothing
+    assert study.agreement("energy_in_mask").estimate == pytest.approx(1.0)  # two methods, same order
+    assert study.agreement("cf_regret", truth="cf_correlation").estimate == pytest.approx(1.0)
+    with pytest.raises(ec.InputError, match="each method once"):
+        cf.ground_truth_study(bundle, scenes, ["edges", "edges"], steps=4, road=False)
     assert len(study.per_item) == 2 * 12 and table.loc["cf_oracle", "n"] == 12
     assert study.per_item["cf_regret_random"].min() >= 0
