@@ -37,6 +37,7 @@ import torch
 from . import shapes
 from .errors import InputError
 from .evaluation import Item, evaluate, zero_shot_scores
+from .inputs import native_batch, unpack
 from .metrics import energy_in_mask, perturbation_curves
 from .stats import Interval, bootstrap, spearman
 
@@ -96,7 +97,7 @@ def curve_area(points: np.ndarray) -> float:
     points = np.asarray(points, dtype=np.float64)
     if len(points) < 2:
         raise InputError("a curve needs at least two points")
-    return float((points[:-1] + points[1:]).sum() / (2 * (len(points) - 1)))
+    return float(np.trapezoid(points, np.linspace(0, 1, len(points))))
 
 
 def share_orders(shares: np.ndarray, decimals: int = 12) -> list[tuple[int, ...]]:
@@ -155,10 +156,14 @@ class GroundTruthStudy:
         (items resampled by scene: a scene's items are not independent)."""
         out = {}
         for method in self.methods:
-            rows = self.per_item[self.per_item["method"] == method]
-            by_scene = rows.groupby("scene")[column].agg(["sum", "count"]).to_numpy()
-            out[method] = bootstrap(by_scene, lambda a: a[:, 0].sum() / a[:, 1].sum(), seed=self.seed)
+            out[method] = self._by_scene(method, column)
         return out
+
+    def _by_scene(self, method: str, column: str) -> Interval:
+        """Mean of ``column`` over ``method``'s items, resampling whole scenes."""
+        rows = self.per_item[self.per_item["method"] == method]
+        by_scene = rows.groupby("scene")[column].agg(["sum", "count"]).to_numpy()
+        return bootstrap(by_scene, lambda a: a[:, 0].sum() / a[:, 1].sum(), seed=self.seed)
 
     def table(self) -> pd.DataFrame:
         """One row per method: counterfactual measures with intervals, pixel metrics' means."""
@@ -198,9 +203,7 @@ class GroundTruthStudy:
 
     def target_effect_largest(self) -> Interval:
         """How often the target object's own removal drops its score most (chance: 1/n)."""
-        rows = self.per_item[self.per_item["method"] == self.methods[0]]
-        by_scene = rows.groupby("scene")["target_effect_largest"].agg(["sum", "count"]).to_numpy()
-        return bootstrap(by_scene, lambda a: a[:, 0].sum() / a[:, 1].sum(), seed=self.seed)
+        return self._by_scene(self.methods[0], "target_effect_largest")  # the same for every method
 
 
 def ground_truth_study(bundle, scenes: Sequence[shapes.Scene], methods: Sequence[str], *,
@@ -229,8 +232,6 @@ def ground_truth_study(bundle, scenes: Sequence[shapes.Scene], methods: Sequence
     extra: list[dict[str, float]] = []
     road_auc: dict[str, list[float]] = {}
     if road:
-        from .inputs import native_batch, unpack
-
         model, preprocess, _ = unpack(bundle)
         images = native_batch([it.image for it in items], preprocess)
         target_idx = [shapes.prompts().index(it.target) for it in items]
