@@ -208,13 +208,13 @@ class GroundTruthStudy:
 
 def ground_truth_study(bundle, scenes: Sequence[shapes.Scene], methods: Sequence[str], *,
                        steps: int = 16, rise_masks: int = 100, road: bool = True, road_steps: int = 8,
-                       seed: int = 0,
+                       curves: Sequence[str] = ("deletion", "insertion"), seed: int = 0,
                        options: dict[str, dict[str, Any]] | None = None,
                        progress: bool = False) -> GroundTruthStudy:
     """Explain each object's prompt on each multi-object scene with every method, and score
     the maps against the counterfactual truth and with the pixel perturbation metrics
-    (deletion and insertion at ``steps`` points; ROAD deletion, whose imputation costs most,
-    at ``road_steps`` if ``road``). See :class:`GroundTruthStudy`."""
+    (``curves``: deletion and insertion at ``steps`` points, ``()`` for none; ROAD deletion,
+    whose imputation costs most, at ``road_steps`` if ``road``). See :class:`GroundTruthStudy`."""
     scenes = list(scenes)
     if not scenes or any(len(s.objects) < 2 for s in scenes):
         raise InputError("the ground-truth study needs multi-object scenes (2 or more objects each)")
@@ -226,7 +226,7 @@ def ground_truth_study(bundle, scenes: Sequence[shapes.Scene], methods: Sequence
     items = scene_targets(scenes)
     where = [(s, i) for s, scene in enumerate(scenes) for i in range(len(scene.objects))]
     result = evaluate(bundle, items, list(methods), texts=shapes.prompts(), steps=steps,
-                      rise_masks=rise_masks, seed=seed, ties="random", timing=False, keep_maps=True,
+                      rise_masks=rise_masks, seed=seed, ties="random", timing=False, keep_maps=True, curves=curves,
                       progress=progress, options=options)
     per_item = result.per_image.copy()
     extra: list[dict[str, float]] = []
@@ -236,9 +236,9 @@ def ground_truth_study(bundle, scenes: Sequence[shapes.Scene], methods: Sequence
         images = native_batch([it.image for it in items], preprocess)
         target_idx = [shapes.prompts().index(it.target) for it in items]
         for method, maps in result.maps.items():
-            curves = perturbation_curves(bundle, images, maps, shapes.prompts(), target_idx, kind="deletion",
+            road_curves = perturbation_curves(bundle, images, maps, shapes.prompts(), target_idx, kind="deletion",
                                          steps=road_steps, baseline="road", ties="random", seed=seed)
-            road_auc[method] = [c.auc_score for c in curves]
+            road_auc[method] = [c.auc_score for c in road_curves]
     for method in result.maps:
         for j, m in enumerate(result.maps[method]):
             s, target = where[j]

@@ -36,12 +36,21 @@ EMBEDDED_DIR = Path(__file__).resolve().parent / "data" / "embedded"
 #: The same architecture trained with the captions shuffled across images (``python -m
 #: eclip_core.train --shuffle-captions``): a model that learnt nothing about its images.
 SHUFFLED_DIR = Path(__file__).resolve().parent / "data" / "shuffled"
+#: The training series: the shipped model's own training run, caught after ``SERIES_STEPS``
+#: steps (the last is the shipped model itself, which is not stored twice).
+SERIES_DIR = Path(__file__).resolve().parent / "data" / "series"
+SERIES_STEPS: tuple[int, ...] = (20, 60, 160, 450, 1250, 3500)
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 CHECKSUM_FILE = "SHA256SUMS"
 METRICS_FILE = "metrics.json"
 
 
+
+
+def series_checkpoint_dir(step: int, root: Path = SERIES_DIR) -> Path:
+    """Where the training series keeps the weights after ``step`` steps."""
+    return Path(root) / f"step-{step:05d}"
 
 
 def build_model(model_cfg: dict[str, Any]) -> open_clip.CLIP:

@@ -26,6 +26,9 @@ from .trace import SUPPORTED, text_tower, vision_tower
 
 DEFAULT_MODEL = "eclip-shapes"
 SHUFFLED_MODEL = "eclip-shapes-shuffled"  # the same, trained on captions shuffled across images
+#: The embedded model's training run caught after each of ``embedded.SERIES_STEPS`` steps
+#: (the last name is the embedded model itself).
+SERIES_MODELS: dict[str, int] = {f"{DEFAULT_MODEL}-step-{step}": step for step in embedded.SERIES_STEPS}
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 #: Seconds to wait for the weights' host before saying it is unreachable.
 HOST_TIMEOUT = 5.0
@@ -50,7 +53,7 @@ class ModelInfo(NamedTuple):
 
 def available_models() -> list[str]:
     """The embedded models, then every architecture open_clip knows."""
-    return [DEFAULT_MODEL, SHUFFLED_MODEL] + sorted(open_clip.list_models())
+    return [DEFAULT_MODEL, SHUFFLED_MODEL, *SERIES_MODELS] + sorted(open_clip.list_models())
 
 
 def unknown_model(name: object) -> ModelLoadError:
@@ -72,6 +75,9 @@ def model_info(name: str) -> ModelInfo:
     if name == SHUFFLED_MODEL:
         return ModelInfo(name, True, True, "embedded, trained on captions shuffled across images: "
                                            "a model that learnt nothing about its images")
+    if name in SERIES_MODELS:
+        return ModelInfo(name, True, True, f"embedded, {DEFAULT_MODEL} after {SERIES_MODELS[name]} "
+                                           "training steps (the training series)")
 
     config = open_clip.get_model_config(name)
     if config is None:
@@ -101,7 +107,9 @@ def model_info(name: str) -> ModelInfo:
 def load_model(name: str | None = None, pretrained: str | Path | None = None,
                device: str | torch.device = "cpu") -> LoadedModel:
     """The embedded model (no arguments, or ``"eclip-shapes"``), the same architecture trained on
-    shuffled captions (``"eclip-shapes-shuffled"``), or open_clip architecture ``name``.
+    shuffled captions (``"eclip-shapes-shuffled"``), the embedded model part-way through its
+    training (``"eclip-shapes-step-20"``, ... :data:`SERIES_MODELS`), or open_clip architecture
+    ``name``.
 
     ``pretrained`` is an open_clip tag (open_clip looks in its cache and downloads only
     then) or the path of a checkpoint: ``.safetensors``, or a PyTorch file read with
@@ -109,12 +117,15 @@ def load_model(name: str | None = None, pretrained: str | Path | None = None,
     nothing is downloaded. Unsupported towers are refused here, before any download
     and before any explaining.
     """
-    if name in (None, DEFAULT_MODEL, SHUFFLED_MODEL):
+    if name is None or name in (DEFAULT_MODEL, SHUFFLED_MODEL) or name in SERIES_MODELS:
         shipped = name or DEFAULT_MODEL
         if pretrained is not None:
             raise ModelLoadError(f"{shipped} ships its own weights; pretrained= is not used with it")
         # the directory is read at call time, so tests can point it elsewhere
         directory = embedded.SHUFFLED_DIR if shipped == SHUFFLED_MODEL else embedded.EMBEDDED_DIR
+        step = SERIES_MODELS.get(shipped)
+        if step is not None and step != embedded.SERIES_STEPS[-1]:
+            directory = embedded.series_checkpoint_dir(step, embedded.SERIES_DIR)
         try:
             loaded = embedded.load_embedded(device="cpu", directory=directory)
         except embedded.ModelLoadError as err:

@@ -34,11 +34,12 @@ colour x shape pair) and multi-object scenes (two or three objects).
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange", "white", "cyan")
@@ -101,6 +102,8 @@ class Drawing:
 
     background: np.ndarray  # float32 (H, W, 3), before any object
     layers: tuple[Layer, ...]
+    blur: float = 0.0  # Gaussian blur radius (pixels) over the whole image, after the objects
+    grain: np.ndarray | None = None  # float32 (H, W, 3) pixel noise added last
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,133 @@ def _silhouette(vertices: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(canvas) > 127
 
 
+# ----------------------------------------------------------------------------- styles
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a scene is drawn, apart from what it holds.
+
+    The default style is the world every chapter draws (a low-contrast textured grey,
+    filled objects, radii ``MIN_RADIUS_FRAC``-``MAX_RADIUS_FRAC`` of the side, no blur, no
+    grain). Other styles vary what a second renderer of the same words would: the
+    background (``BACKGROUNDS``), outlined instead of filled objects, the size range, a
+    Gaussian blur (radius in pixels of the 64-pixel world) and pixel grain (its standard
+    deviation in grey levels). The colours a background is painted in are drawn per scene,
+    never close to the colour of an object in it.
+    """
+
+    background: str = "textured"
+    fill: str = "filled"  # or "outline": a ring of width ``line`` pixels (of the 64-pixel world)
+    radius: tuple[float, float] = (MIN_RADIUS_FRAC, MAX_RADIUS_FRAC)
+    blur: float = 0.0
+    grain: float = 0.0
+    line: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"unknown background {self.background!r}; expected one of {BACKGROUNDS}")
+        if self.fill not in ("filled", "outline"):
+            raise ValueError(f"fill must be 'filled' or 'outline', not {self.fill!r}")
+        low, high = self.radius
+        if not 0 < low <= high <= 0.3:
+            raise ValueError(f"radius range {self.radius} must satisfy 0 < low <= high <= 0.3")
+        if self.blur < 0 or self.grain < 0 or self.line < 1:
+            raise ValueError("blur and grain must be >= 0 and line >= 1")
+
+
+BACKGROUNDS: tuple[str, ...] = ("textured", "flat", "gradient", "blotches", "stripes", "checker")
+DEFAULT_STYLE = Style()
+#: Backgrounds the training styles draw from; "checker" is never seen in training.
+TRAIN_BACKGROUNDS: tuple[str, ...] = ("textured", "flat", "gradient", "blotches", "stripes")
+TRAIN_RADIUS = (0.08, 0.26)  # the training styles' widest size range
+TRAIN_BLUR = 1.0  # largest blur radius in training
+TRAIN_GRAIN = 10.0  # largest grain in training
+#: Styles held out from training, each in a way of its own: a background family never seen
+#: (checker), a combination never seen (outlines on stripes: both seen, never together)
+#: and blur and grain beyond the training ranges.
+HELD_OUT_STYLES: dict[str, Style] = {
+    "checker": Style(background="checker"),
+    "outline-stripes": Style(background="stripes", fill="outline"),
+    "soft": Style(background="flat", blur=1.4, grain=14.0),
+}
+
+
+def held_out(style: Style) -> bool:
+    """Whether training may never draw ``style`` (see :data:`HELD_OUT_STYLES`)."""
+    return style.background == "checker" or (style.background == "stripes" and style.fill == "outline") \
+        or style.blur > TRAIN_BLUR or style.grain > TRAIN_GRAIN
+
+
+def random_style(rng: np.random.Generator) -> Style:
+    """A training style: background, fill, size range, blur and grain drawn at random,
+    never one that :func:`held_out` reserves for evaluation."""
+    while True:
+        background = TRAIN_BACKGROUNDS[rng.integers(len(TRAIN_BACKGROUNDS))]
+        fill = "outline" if rng.random() < 0.3 else "filled"
+        low = rng.uniform(TRAIN_RADIUS[0], MIN_RADIUS_FRAC)
+        radius = (float(low), float(rng.uniform(max(low, MAX_RADIUS_FRAC), TRAIN_RADIUS[1])))
+        blur = float(rng.uniform(0.3, TRAIN_BLUR)) if rng.random() < 0.3 else 0.0
+        grain = float(rng.uniform(2.0, TRAIN_GRAIN)) if rng.random() < 0.3 else 0.0
+        style = Style(background, fill, radius, blur, grain, float(rng.uniform(1.5, 3.0)))
+        if not held_out(style):
+            return style
+
+
+def _paint(rng: np.random.Generator, avoid: Sequence[str]) -> np.ndarray:
+    """A background colour (3,): any lightness, muted, far from every colour in ``avoid``."""
+    references = np.asarray([COLOUR_RGB[c] for c in avoid], dtype=float).reshape(-1, 3)
+    for _ in range(100):
+        colour = rng.uniform(15, 240) + rng.uniform(-45, 45, size=3)
+        colour = np.clip(colour, 0, 255)
+        if not len(references) or np.linalg.norm(references - colour, axis=1).min() >= 110:
+            return colour
+    return np.full(3, 128.0)  # unreachable in practice: mid grey is far from every colour
+
+
+def _styled_background(rng: np.random.Generator, size: int, style: Style,
+                       avoid: Sequence[str]) -> np.ndarray:
+    if style.background == "textured":
+        return _background(rng, size)
+    first = _paint(rng, avoid)
+    second = np.clip(first + rng.choice((-1, 1)) * rng.uniform(20, 60, size=3), 0, 255)
+    ramp = np.linspace(0, 1, size)
+    y, x = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    if style.background == "flat":
+        weight = np.zeros((size, size))
+    elif style.background == "gradient":
+        direction = rng.uniform(0, 2 * math.pi)
+        weight = (math.cos(direction) * ramp[None, :] + math.sin(direction) * ramp[:, None] + 1) / 2
+        weight = (weight - weight.min()) / max(float(np.ptp(weight)), 1e-9)
+    elif style.background == "blotches":
+        coarse = rng.uniform(0, 1, size=(5, 5)).astype(np.float32)
+        weight = np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC))
+        weight = np.clip(weight, 0, 1)
+    elif style.background == "stripes":
+        angle, period = rng.uniform(0, math.pi), rng.uniform(6, 16) * size / IMAGE_SIZE
+        phase = (math.cos(angle) * x + math.sin(angle) * y) / period + rng.uniform(0, 1)
+        weight = (np.floor(phase * 2) % 2).astype(float)
+    else:  # checker
+        cell = rng.uniform(4, 10) * size / IMAGE_SIZE
+        offset = rng.uniform(0, cell, size=2)
+        weight = ((np.floor((y + offset[0]) / cell) + np.floor((x + offset[1]) / cell)) % 2).astype(float)
+    pixels = first + weight[..., None] * (second - first)
+    return pixels.astype(np.float32)
+
+
+def _ring(silhouette: np.ndarray, width: float) -> np.ndarray:
+    """The pixels of ``silhouette`` within ``width`` pixels of its edge (4-neighbour steps)."""
+    inner = silhouette.copy()
+    for _ in range(max(1, int(round(width)))):
+        shrunk = inner.copy()
+        shrunk[1:, :] &= inner[:-1, :]
+        shrunk[:-1, :] &= inner[1:, :]
+        shrunk[:, 1:] &= inner[:, :-1]
+        shrunk[:, :-1] &= inner[:, 1:]
+        inner = shrunk
+    return silhouette & ~inner
+
+
 # ----------------------------------------------------------------------------- rendering
 
 
@@ -200,10 +330,10 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return (base + (gradient + blotches)[..., None]).astype(np.float32) + noise
 
 
-def _place(rng: np.random.Generator, shape: str, size: int,
-           occupied: list[np.ndarray]) -> np.ndarray:
+def _place(rng: np.random.Generator, shape: str, size: int, occupied: list[np.ndarray],
+           radii: tuple[float, float] = (MIN_RADIUS_FRAC, MAX_RADIUS_FRAC)) -> np.ndarray:
     """A silhouette for ``shape`` that overlaps the already placed ones little."""
-    radius_range = (MIN_RADIUS_FRAC * size, MAX_RADIUS_FRAC * size)
+    radius_range = (radii[0] * size, radii[1] * size)
     for attempt in range(_PLACEMENT_TRIES):
         shrink = 1.0 - 0.4 * attempt / _PLACEMENT_TRIES  # crowded scenes get smaller objects
         radius = rng.uniform(*radius_range) * shrink
@@ -221,18 +351,42 @@ def _place(rng: np.random.Generator, shape: str, size: int,
 
 
 def render_objects(rng: np.random.Generator, labels: Sequence[tuple[str, str]],
-                   size: int = IMAGE_SIZE) -> Scene:
-    """Render a scene holding exactly the given (colour, shape) objects, in that order."""
+                   size: int = IMAGE_SIZE, style: Style | None = None) -> Scene:
+    """Render a scene holding exactly the given (colour, shape) objects, in that order,
+    in ``style`` (default: :data:`DEFAULT_STYLE`, the world of the chapters)."""
+    for colour, _ in labels:
+        if colour not in COLOUR_RGB:
+            raise ValueError(f"unknown colour {colour!r}; expected one of {COLOURS}")
+    if style is not None and style != DEFAULT_STYLE:
+        return _render_styled(rng, labels, size, style)
     background = _background(rng, size)
     layers: list[Layer] = []
     for colour, shape in labels:
-        if colour not in COLOUR_RGB:
-            raise ValueError(f"unknown colour {colour!r}; expected one of {COLOURS}")
         silhouette = _place(rng, shape, size, [layer.silhouette for layer in layers])
         tint = np.asarray(COLOUR_RGB[colour], dtype=float) + rng.uniform(-12, 12, size=3)
         shading = rng.normal(0, 3, size=(int(silhouette.sum()), 1))
         layers.append(Layer(shape, colour, silhouette, tint, shading))
     return compose(Drawing(background, tuple(layers)))
+
+
+def _render_styled(rng: np.random.Generator, labels: Sequence[tuple[str, str]], size: int,
+                   style: Style) -> Scene:
+    scale = size / IMAGE_SIZE
+    background = _styled_background(rng, size, style, [colour for colour, _ in labels])
+    low, high = style.radius
+    if len(labels) > 1:  # room for several objects
+        high = max(low, min(high, MAX_RADIUS_FRAC + 0.02))
+    occupied: list[np.ndarray] = []
+    layers: list[Layer] = []
+    for colour, shape in labels:
+        silhouette = _place(rng, shape, size, occupied, (low, high))
+        occupied.append(silhouette)
+        painted = _ring(silhouette, style.line * scale) if style.fill == "outline" else silhouette
+        tint = np.asarray(COLOUR_RGB[colour], dtype=float) + rng.uniform(-12, 12, size=3)
+        shading = rng.normal(0, 3, size=(int(painted.sum()), 1))
+        layers.append(Layer(shape, colour, painted, tint, shading))
+    grain = rng.normal(0, style.grain, size=(size, size, 3)).astype(np.float32) if style.grain else None
+    return compose(Drawing(background, tuple(layers), blur=style.blur * scale, grain=grain))
 
 
 def compose(drawing: Drawing, named: tuple[int, ...] | None = None) -> Scene:
@@ -242,6 +396,11 @@ def compose(drawing: Drawing, named: tuple[int, ...] | None = None) -> Scene:
     for layer in drawing.layers:
         pixels[layer.silhouette] = layer.tint + layer.shading
     image = Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), "RGB")
+    if drawing.blur > 0:
+        image = image.filter(ImageFilter.GaussianBlur(drawing.blur))
+    if drawing.grain is not None:
+        grained = np.asarray(image, dtype=np.float32) + drawing.grain
+        image = Image.fromarray(np.clip(grained, 0, 255).round().astype(np.uint8), "RGB")
     objects = []
     for index, layer in enumerate(drawing.layers):
         visible = layer.silhouette.copy()
@@ -284,7 +443,7 @@ def edit(scene: Scene, *, remove: Sequence[int] = (), recolour: dict[int, str] |
     named = None  # the caption names the objects it named that remain (none: an empty caption)
     if scene.named is not None:
         named = tuple(kept.index(i) for i in scene.named if i in kept)
-    return compose(Drawing(scene.drawing.background, tuple(layers[i] for i in kept)), named)
+    return compose(replace(scene.drawing, layers=tuple(layers[i] for i in kept)), named)
 
 
 def _shifted(silhouette: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -315,14 +474,14 @@ def sample_labels(rng: np.random.Generator, n_objects: int, *,
 
 def render_scene(rng: np.random.Generator, n_objects: int, size: int = IMAGE_SIZE, *,
                  colours: Sequence[str] | None = None,
-                 shapes: Sequence[str] | None = None) -> Scene:
+                 shapes: Sequence[str] | None = None, style: Style | None = None) -> Scene:
     """Render a scene of ``n_objects`` random, distinct objects.
 
     ``colours`` / ``shapes`` restrict the pools the objects are drawn from.
     """
     if not 1 <= n_objects <= 3:
         raise ValueError("scenes hold 1 to 3 objects")
-    return render_objects(rng, sample_labels(rng, n_objects, colours=colours, shapes=shapes), size)
+    return render_objects(rng, sample_labels(rng, n_objects, colours=colours, shapes=shapes), size, style)
 
 
 # ----------------------------------------------------------------------------- splits
@@ -332,25 +491,41 @@ def _scene_rng(entropy: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=key))
 
 
+def as_style(style: Style | str | None) -> Style:
+    """A :class:`Style`, from itself, ``None`` (the default) or a name: ``"default"`` or one
+    of :data:`HELD_OUT_STYLES`."""
+    if style is None or style == "default":
+        return DEFAULT_STYLE
+    if isinstance(style, Style):
+        return style
+    if isinstance(style, str) and style in HELD_OUT_STYLES:
+        return HELD_OUT_STYLES[style]
+    raise ValueError(f"unknown style {style!r}; expected a Style, 'default' or one of "
+                     f"{', '.join(HELD_OUT_STYLES)}")
+
+
 def eval_set(n: int, n_objects: int | tuple[int, ...] = 1, seed: int = EVAL_SEED,
-             size: int = IMAGE_SIZE) -> list[Scene]:
+             size: int = IMAGE_SIZE, style: Style | str | None = None) -> list[Scene]:
     """The held-out evaluation scenes.
 
     With ``n_objects == 1`` the scenes cycle through every (colour, shape) pair,
     so the set is class-balanced.  With a tuple, each scene draws its object
-    count from the tuple.
+    count from the tuple. ``style`` (:func:`as_style`): scenes drawn in another style
+    come from a stream of their own.
     """
     counts = (n_objects,) if isinstance(n_objects, int) else tuple(n_objects)
     counts_key = int("".join(str(c) for c in sorted(counts)))  # separate stream per set kind
+    drawn = as_style(style)
+    style_key = () if drawn == DEFAULT_STYLE else (zlib.crc32(repr(drawn).encode()),)
     labels = prompt_labels()
     scenes = []
     for index in range(n):
-        rng = _scene_rng(seed, EVAL_KEY, counts_key, index)
+        rng = _scene_rng(seed, EVAL_KEY, counts_key, index, *style_key)
         if counts == (1,):
-            scenes.append(render_objects(rng, [labels[index % len(labels)]], size))
+            scenes.append(render_objects(rng, [labels[index % len(labels)]], size, drawn))
         else:
             count = int(counts[rng.integers(len(counts))])
-            scenes.append(render_scene(rng, count, size))
+            scenes.append(render_scene(rng, count, size, style=drawn))
     return scenes
 
 
@@ -370,7 +545,7 @@ def binding_twins(rng: np.random.Generator, n_objects: int) -> tuple[list[tuple[
 def train_batch(rng: np.random.Generator, batch_size: int, size: int = IMAGE_SIZE, *,
                 multi_fraction: float = 0.25, hard_fraction: float = 0.5,
                 hard_pool: int = 2, twin_fraction: float = 0.0,
-                partial_fraction: float = 0.0) -> list[Scene]:
+                partial_fraction: float = 0.0, style_fraction: float = 0.0) -> list[Scene]:
     """One training batch, with hard negatives.
 
     * ``multi_fraction`` of the scenes hold 2-3 objects (captions name them all);
@@ -381,8 +556,14 @@ def train_batch(rng: np.random.Generator, batch_size: int, size: int = IMAGE_SIZ
       many captions in the batch differ only in shape, or only in colour;
     * the remaining single-object scenes are class-balanced over all pairs;
     * ``partial_fraction`` of the multi-object scenes are captioned by one of their
-      objects only, so that each object's own prompt is drawn towards the scene.
+      objects only, so that each object's own prompt is drawn towards the scene;
+    * ``style_fraction`` of all scenes are drawn in a random training style
+      (:func:`random_style`), the others in the default style.
     """
+
+    def styled() -> Style | None:
+        return random_style(rng) if style_fraction and rng.random() < style_fraction else None
+
     n_multi = int(round(batch_size * multi_fraction))
     n_twin_pairs = int(round(n_multi * twin_fraction)) // 2
     n_single = batch_size - n_multi
@@ -393,13 +574,15 @@ def train_batch(rng: np.random.Generator, batch_size: int, size: int = IMAGE_SIZ
     few_colours = tuple(str(c) for c in rng.choice(COLOURS, size=hard_pool, replace=False))
     few_shapes = tuple(str(s) for s in rng.choice(SHAPES, size=hard_pool, replace=False))
 
-    scenes = [render_objects(rng, [labels[i]], size) for i in balanced]
-    scenes += [render_scene(rng, 1, size, colours=few_colours) for _ in range(n_colour_hard)]
-    scenes += [render_scene(rng, 1, size, shapes=few_shapes) for _ in range(n_hard - n_colour_hard)]
+    scenes = [render_objects(rng, [labels[i]], size, styled()) for i in balanced]
+    scenes += [render_scene(rng, 1, size, colours=few_colours, style=styled()) for _ in range(n_colour_hard)]
+    scenes += [render_scene(rng, 1, size, shapes=few_shapes, style=styled())
+               for _ in range(n_hard - n_colour_hard)]
     for _ in range(n_twin_pairs):
         for twin_labels in binding_twins(rng, int(rng.integers(2, 4))):
-            scenes.append(render_objects(rng, twin_labels, size))
-    scenes += [render_scene(rng, int(rng.integers(2, 4)), size) for _ in range(n_multi - 2 * n_twin_pairs)]
+            scenes.append(render_objects(rng, twin_labels, size, styled()))
+    scenes += [render_scene(rng, int(rng.integers(2, 4)), size, style=styled())
+               for _ in range(n_multi - 2 * n_twin_pairs)]
     scenes = [replace(sc, named=(int(rng.integers(len(sc.objects))),))
               if len(sc.objects) > 1 and rng.random() < partial_fraction else sc for sc in scenes]
     order = rng.permutation(len(scenes))

@@ -32,7 +32,15 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import set_model_preprocess_cfg
 
 from . import shapes, trace
-from .embedded import EMBEDDED_DIR, build_model, build_preprocess, save_embedded
+from .embedded import (
+    EMBEDDED_DIR,
+    SERIES_DIR,
+    SERIES_STEPS,
+    build_model,
+    build_preprocess,
+    save_embedded,
+    series_checkpoint_dir,
+)
 from .maps import to_grid
 from .timing import median_seconds
 from .vocab import DEFAULT_CONTEXT_LENGTH, ShapesTokenizer
@@ -78,8 +86,10 @@ class TrainConfig:
     hard_fraction: float = 0.5
     twin_fraction: float = 0.0
     partial_fraction: float = 0.0
+    style_fraction: float = 0.0  # scenes drawn in a random training style (shapes.random_style)
     positives: str = "contains"
     shuffle_captions: bool = False  # data randomisation: captions permuted across each batch's images
+    checkpoints: tuple[int, ...] = ()  # steps after which the weights are kept (the training series)
     log_every: int = 50
     eval_every: int = 500
     device: str = "cpu"  # the shipped model was trained on the CPU; "cuda" trains faster, not bit-identically
@@ -182,7 +192,8 @@ def batch_iterator(config: TrainConfig) -> Iterator[dict[str, torch.Tensor]]:
                             config.model_cfg["vision_cfg"]["image_size"],
                             multi_fraction=config.multi_fraction, hard_fraction=config.hard_fraction,
                             twin_fraction=config.twin_fraction,
-                            partial_fraction=config.partial_fraction, positives=config.positives,
+                            partial_fraction=config.partial_fraction,
+                            style_fraction=config.style_fraction, positives=config.positives,
                             shuffle_captions=config.shuffle_captions)
     if config.workers == 0:
         return iter(dataset)
@@ -266,6 +277,10 @@ def _train(config: TrainConfig, log) -> tuple[torch.nn.Module, dict[str, Any]]:
     mean, std = config.preprocess_cfg["mean"], config.preprocess_cfg["std"]
     batches = batch_iterator(config)
     losses: list[float] = []
+    kept: dict[int, dict[str, torch.Tensor]] = {}
+    unknown = [c for c in config.checkpoints if not 0 < c <= config.steps]
+    if unknown:
+        raise ValueError(f"checkpoint steps {unknown} are not within 1..{config.steps}")
     started = time.perf_counter()
     for step in range(config.steps):
         batch = next(batches)
@@ -280,6 +295,8 @@ def _train(config: TrainConfig, log) -> tuple[torch.nn.Module, dict[str, Any]]:
         with torch.no_grad():
             trace.logit_scale(model).clamp_(0, math.log(100))  # CLIP's cap on the temperature
         losses.append(loss.item())
+        if step + 1 in config.checkpoints:
+            kept[step + 1] = {k: v.detach().to("cpu", torch.float32).clone() for k, v in model.state_dict().items()}
         if config.log_every and (step + 1) % config.log_every == 0:
             recent = float(np.mean(losses[-config.log_every:]))
             log(f"step {step + 1:5d}  loss {recent:.4f}  scale {logit_scale.item():6.2f}  "
@@ -289,12 +306,13 @@ def _train(config: TrainConfig, log) -> tuple[torch.nn.Module, dict[str, Any]]:
             quick = evaluate_embedded(model, n_single=200, n_multi=200, attention=False)
             log(f"  eval@{step + 1}: single top-1 {quick['single_top1']:.3f}  "
                 f"colour {quick['single_colour_acc']:.3f}  shape {quick['single_shape_acc']:.3f}  "
-                f"multi present {quick['multi_top1_present']:.3f}")
+                f"multi present {quick['multi_top1_present']:.3f}  held-out styles "
+                + " ".join(f"{k} {v:.3f}" for k, v in quick["held_out_styles"].items()))
             model.train()
     model.eval().cpu()
     summary = {"steps": config.steps, "train_seconds": round(time.perf_counter() - started, 1),
                "final_loss": float(np.mean(losses[-min(len(losses), 50):])),
-               "first_loss": losses[0], "losses": losses}
+               "first_loss": losses[0], "losses": losses, "checkpoints": kept}
     return model, summary
 
 
@@ -382,7 +400,8 @@ def multi_object_outcomes(predicted: Sequence[tuple[str, str]],
 
 def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int = 800,
                       n_multi: int = 400, batch_size: int = 200, attention: bool = True, timing: bool = True,
-                      seed: int = shapes.EVAL_SEED) -> dict[str, Any]:
+                      seed: int = shapes.EVAL_SEED, styles: Sequence[str] = tuple(shapes.HELD_OUT_STYLES),
+                      n_styled: int | None = None) -> dict[str, Any]:
     """Zero-shot metrics on the held-out shapes scenes.
 
     * single-object images: top-1 over all colour x shape prompts, and whether the
@@ -390,6 +409,8 @@ def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int =
     * 2-3-object images: whether the top-1 prompt names a present object, and how
       often it is a binding error (its colour and its shape are both present,
       but on different objects);
+    * single-object top-1 on scenes drawn in each of ``styles`` (held out from training,
+      :data:`~eclip_core.shapes.HELD_OUT_STYLES`), ``n_styled`` each (default ``n_single``);
     * the last vision block's CLS attention density inside vs outside the objects.
     """
     was_training = model.training
@@ -412,6 +433,15 @@ def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int =
         "single_colour_acc": float(np.mean([guess[0] == truth[0] for guess, truth in pairs])),
         "single_shape_acc": float(np.mean([guess[1] == truth[1] for guess, truth in pairs])),
     })
+
+    if styles:
+        metrics["n_styled"] = n_styled = n_styled or n_single
+        metrics["held_out_styles"] = {}
+        for style in styles:
+            styled = shapes.eval_set(n_styled, 1, seed=seed, size=size, style=style)
+            guess = (_encode_images(model, preprocess, styled, batch_size) @ text_features.T).argmax(1)
+            metrics["held_out_styles"][style] = float(np.mean(
+                [labels[p] == scene.labels[0] for p, scene in zip(guess.tolist(), styled)]))
 
     if n_multi:
         multi = shapes.eval_set(n_multi, (2, 3), seed=seed, size=size)
@@ -436,6 +466,8 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     lines = [f"single-object top-1       {metrics['single_top1']:.4f}  (n={metrics['n_single']})",
              f"single-object colour acc  {metrics['single_colour_acc']:.4f}",
              f"single-object shape acc   {metrics['single_shape_acc']:.4f}"]
+    for style, top1 in metrics.get("held_out_styles", {}).items():
+        lines.append(f"held-out style {style + ':':16s} {top1:.4f}  (n={metrics['n_styled']})")
     if "multi_top1_present" in metrics:
         lines += [f"multi-object top-1 present {metrics['multi_top1_present']:.4f}  (n={metrics['n_multi']})",
                   f"multi-object binding error {metrics['multi_binding_error']:.4f}"]
@@ -472,6 +504,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="fraction of multi-object scenes drawn as binding twins")
     parser.add_argument("--partial-fraction", type=float, default=defaults.partial_fraction,
                         help="fraction of multi-object scenes captioned by one of their objects")
+    parser.add_argument("--style-fraction", type=float, default=defaults.style_fraction,
+                        help="fraction of scenes drawn in a random training style (0: the default style only)")
+    parser.add_argument("--checkpoints", type=int, nargs="*", default=None,
+                        help="steps after which to keep the weights (the training series; default: "
+                             f"those of {list(SERIES_STEPS)} within --steps)")
+    parser.add_argument("--series-out", type=Path, default=None,
+                        help="directory for the training series (default: the packaged series when --out "
+                             "is the packaged model, else OUT/series)")
     parser.add_argument("--device", default=defaults.device,
                         help="torch device to train on (default: cpu, as the shipped model was)")
     parser.add_argument("--positives", choices=("contains", "same"), default=defaults.positives,
@@ -497,11 +537,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                          seed=args.seed, data_seed=args.data_seed, threads=args.threads,
                          workers=args.workers, multi_fraction=args.multi_fraction,
                          hard_fraction=args.hard_fraction, twin_fraction=args.twin_fraction,
-                         partial_fraction=args.partial_fraction,
+                         partial_fraction=args.partial_fraction, style_fraction=args.style_fraction,
+                         checkpoints=tuple(sorted(set(args.checkpoints if args.checkpoints is not None
+                                                      else [s for s in SERIES_STEPS if s <= args.steps]))),
                          positives=args.positives, shuffle_captions=args.shuffle_captions,
                          eval_every=args.eval_every, device=args.device)
     model, summary = train(config)
     save_embedded(model, args.out, config.model_cfg, config.preprocess_cfg)  # weights first, come what may
+    packaged = Path(args.out).resolve() == EMBEDDED_DIR
+    series_out = args.series_out or (SERIES_DIR if packaged else Path(args.out) / "series")
+    for step, state in summary["checkpoints"].items():
+        if step == config.steps:
+            continue  # the last checkpoint is the model itself
+        checkpoint = build_model(config.model_cfg)
+        checkpoint.load_state_dict(state)
+        set_model_preprocess_cfg(checkpoint, config.preprocess_cfg)
+        checkpoint.eval()
+        scores = evaluate_embedded(checkpoint, n_single=args.n_single, n_multi=args.n_multi, timing=False)
+        save_embedded(checkpoint, series_checkpoint_dir(step, series_out), config.model_cfg,
+                      config.preprocess_cfg, {"metrics": scores, "step": step})
+        print(f"checkpoint at step {step}: single top-1 {scores['single_top1']:.4f}")
     metrics = evaluate_embedded(model, n_single=args.n_single, n_multi=args.n_multi)
     n_parameters = sum(p.numel() for p in model.parameters())
     recipe = {key: value for key, value in vars(config).items() if key not in ("model_cfg", "preprocess_cfg")}
@@ -511,7 +566,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                            "command": "python -m eclip_core.train " + " ".join(
                                f"--{k.replace('_', '-')} {v}" for k, v in recipe.items()
                                if k in ("steps", "batch_size", "lr", "seed", "threads", "multi_fraction",
-                                        "twin_fraction", "partial_fraction", "positives"))
+                                        "twin_fraction", "partial_fraction", "style_fraction", "positives"))
                                + (" --shuffle-captions" if config.shuffle_captions else "")}}
     save_embedded(model, args.out, config.model_cfg, config.preprocess_cfg, record)
     print(f"parameters {n_parameters}, trained {summary['train_seconds']:.0f}s, saved to {args.out}")

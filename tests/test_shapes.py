@@ -155,3 +155,93 @@ def test_unknown_words_map_to_unk_and_text_is_normalised():
 def test_too_short_context_is_rejected():
     with pytest.raises(ValueError):
         ShapesTokenizer(context_length=1)
+
+
+# ----------------------------------------------------------------------------- styles
+
+
+def test_the_default_style_draws_the_world_of_the_chapters():
+    """Naming the default style changes nothing: the same random stream, the same pixels."""
+    plain = shapes.eval_set(12, (2, 3))
+    named = shapes.eval_set(12, (2, 3), style="default")
+    explicit = shapes.eval_set(12, (2, 3), style=shapes.Style())
+    for a, b, c in zip(plain, named, explicit):
+        assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+        assert np.array_equal(np.asarray(a.image), np.asarray(c.image))
+
+
+def test_training_never_draws_a_held_out_style():
+    rng = np.random.default_rng(0)
+    drawn = [shapes.random_style(rng) for _ in range(400)]
+    assert not any(shapes.held_out(s) for s in drawn)
+    assert all(shapes.held_out(s) for s in shapes.HELD_OUT_STYLES.values())
+    # every training factor is drawn: the held-out combinations are of things seen apart
+    assert {s.background for s in drawn} == set(shapes.TRAIN_BACKGROUNDS)
+    assert {s.fill for s in drawn} == {"filled", "outline"}
+    assert any(s.fill == "outline" for s in drawn if s.background != "stripes")
+    assert any(s.background == "stripes" for s in drawn)
+    assert max(s.blur for s in drawn) <= shapes.TRAIN_BLUR and max(s.grain for s in drawn) <= shapes.TRAIN_GRAIN
+
+
+def test_styled_scenes_have_their_own_stream_and_keep_objects_visible():
+    default = shapes.eval_set(8, 1)
+    for name, style in shapes.HELD_OUT_STYLES.items():
+        scenes = shapes.eval_set(8, 1, style=name)
+        assert [s.labels for s in scenes] == [s.labels for s in default]  # the same classes, in order
+        assert not np.array_equal(np.asarray(scenes[0].image), np.asarray(default[0].image))
+        for scene in scenes:
+            obj = scene.objects[0]
+            assert obj.mask.any()
+            if style.fill == "outline":  # a ring: its silhouette's interior is not painted
+                full = scene.drawing.layers[0].silhouette
+                assert full.sum() < 0.8 * (full | _filled(full)).sum()
+
+
+def _filled(ring):
+    """The ring's interior: pixels enclosed by it (flood fill of the outside from the border)."""
+    from scipy import ndimage
+    return ndimage.binary_fill_holes(ring)
+
+
+def test_a_flat_background_is_far_from_the_colour_of_every_object():
+    style = shapes.Style(background="flat")
+    for seed in range(30):
+        scene = shapes.render_objects(np.random.default_rng(seed), [("white", "circle"), ("yellow", "star")],
+                                      style=style)
+        background = scene.drawing.background[0, 0]
+        for colour in ("white", "yellow"):
+            assert np.linalg.norm(background - np.asarray(shapes.COLOUR_RGB[colour])) >= 110
+
+
+def test_a_styled_scene_is_edited_with_its_blur_and_grain():
+    """Removing an object redraws the same background, blur and grain: far from the object
+    (beyond the blur's reach) nothing changes, and removing every object leaves the
+    background as it was drawn, blurred and grained."""
+    style = shapes.HELD_OUT_STYLES["soft"]
+    scene = shapes.render_objects(np.random.default_rng(3), [("red", "circle"), ("blue", "square")], style=style)
+    assert np.array_equal(np.asarray(shapes.compose(scene.drawing).image), np.asarray(scene.image))
+    edited = shapes.edit(scene, remove=[0])
+    from scipy import ndimage
+    near = ndimage.binary_dilation(scene.drawing.layers[0].silhouette, iterations=6)
+    assert np.array_equal(np.asarray(edited.image)[~near], np.asarray(scene.image)[~near])
+    assert not np.array_equal(np.asarray(edited.image)[near], np.asarray(scene.image)[near])
+    bare = shapes.edit(scene, remove=[0, 1])
+    expected = shapes.compose(shapes.Drawing(scene.drawing.background, (), scene.drawing.blur, scene.drawing.grain))
+    assert np.array_equal(np.asarray(bare.image), np.asarray(expected.image))
+
+
+def test_bad_styles_are_refused_by_name():
+    for kwargs, words in (({"background": "plaid"}, "unknown background"), ({"fill": "hatched"}, "fill"),
+                          ({"radius": (0.2, 0.1)}, "radius"), ({"blur": -1.0}, "blur")):
+        with pytest.raises(ValueError, match=words):
+            shapes.Style(**kwargs)
+    with pytest.raises(ValueError, match="unknown style"):
+        shapes.eval_set(2, 1, style="sepia")
+
+
+def test_training_batches_mix_styles_and_the_default():
+    batch = next(shapes.train_stream(batch_size=64, style_fraction=0.5))
+    blurred_or_flat = [s for s in batch if s.drawing.blur > 0 or s.drawing.grain is not None]
+    assert 0 < len(blurred_or_flat) < 64
+    plain = next(shapes.train_stream(batch_size=64))
+    assert all(s.drawing.blur == 0 and s.drawing.grain is None for s in plain)

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from eclip_core import shapes
@@ -197,3 +198,29 @@ def test_shuffled_captions_on_the_command_line(tmp_path):
                    "--eval-every", "0", "--n-single", "8", "--n-multi", "4", "--out", str(tmp_path)])
     assert record["training"]["shuffle_captions"] is True
     assert record["training"]["command"].endswith("--shuffle-captions")
+
+
+def test_checkpoints_are_kept_at_the_steps_asked_and_written_as_a_series(tmp_path):
+    record = main(["--out", str(tmp_path), "--steps", "4", "--batch-size", "8", "--workers", "0",
+                   "--checkpoints", "1", "3", "4", "--eval-every", "0", "--n-single", "8", "--n-multi", "4"])
+    assert list(record["training"]["checkpoints"]) == [1, 3, 4]
+    from eclip_core.embedded import series_checkpoint_dir
+    first = load_embedded(directory=series_checkpoint_dir(1, tmp_path / "series"))[0].state_dict()
+    third = load_embedded(directory=series_checkpoint_dir(3, tmp_path / "series"))[0].state_dict()
+    final = load_embedded(directory=tmp_path)[0].state_dict()
+    assert not series_checkpoint_dir(4, tmp_path / "series").exists()  # the last is the model itself
+    assert any(not torch.equal(first[k], third[k]) for k in first)
+    assert any(not torch.equal(third[k], final[k]) for k in first)
+    _, summary = train(tiny_config(steps=3, checkpoints=(3,)))
+    with pytest.raises(ValueError, match="checkpoint steps"):
+        train(tiny_config(steps=3, checkpoints=(5,)))
+    assert set(summary["checkpoints"]) == {3}
+
+
+def test_styled_training_batches_reach_the_loader():
+    """style_fraction reaches the data: with it, some images are drawn in training styles."""
+    plain = ShapesBatches(seed=3, batch_size=32, context_length=16)
+    styled = ShapesBatches(seed=3, batch_size=32, context_length=16, style_fraction=1.0)
+    a, b = next(iter(plain)), next(iter(styled))
+    assert not torch.equal(a["pixels"], b["pixels"])
+    assert a["pixels"].shape == b["pixels"].shape and a["tokens"].shape == b["tokens"].shape

@@ -63,6 +63,7 @@ D = "eclip_core/departures.py"
 FA = "eclip_core/metrics/faithfulness.py"
 LO = "eclip_core/metrics/localisation.py"
 ST = "eclip_core/stats.py"
+SE = "eclip_core/series.py"
 
 FAITHFUL = ref("test_image_eclip_faithful")
 REFERENCE = ref("test_image_eclip_reference_mode")
@@ -369,6 +370,17 @@ MUTANTS = [
     Mutant("pearson-not-centred", ST,
            "a = a - a.mean(-1, keepdim=True)", "a = a",
            metrics("test_spearman_hand_computed_with_ties")),
+    # ---------------------------------------------------------------- series.py
+    Mutant("series-slope-not-centred", SE,
+           "dx = x - x.mean(axis=0, keepdims=True)", "dx = x",
+           ("tests/test_series.py::test_slopes_on_a_constructed_series",)),
+    Mutant("series-accuracy-over-checkpoints", SE,
+           "return right.mean(axis=1)", "return right.mean(axis=0)",
+           ("tests/test_series.py::test_slopes_on_a_constructed_series",)),
+    Mutant("series-verdict-sign", SE,
+           'verdict = "aligned" if low[m] > 0 else "reversed" if high[m] < 0 else "no evidence"',
+           'verdict = "aligned" if high[m] > 0 else "reversed" if low[m] < 0 else "no evidence"',
+           ("tests/test_series.py::test_slopes_on_a_constructed_series",)),
 ]
 
 
