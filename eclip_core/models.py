@@ -117,7 +117,7 @@ def load_model(name: str | None = None, pretrained: str | Path | None = None,
     nothing is downloaded. Unsupported towers are refused here, before any download
     and before any explaining.
     """
-    if name is None or name in (DEFAULT_MODEL, SHUFFLED_MODEL) or name in SERIES_MODELS:
+    if name is None or (isinstance(name, str) and (name in (DEFAULT_MODEL, SHUFFLED_MODEL) or name in SERIES_MODELS)):
         shipped = name or DEFAULT_MODEL
         if pretrained is not None:
             raise ModelLoadError(f"{shipped} ships its own weights; pretrained= is not used with it")

@@ -56,10 +56,23 @@ class SeriesStudy:
     seed: int = 0
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        for what, names in (("checkpoint", self.checkpoints), ("method", self.methods)):
+            if len(set(names)) != len(names):
+                raise InputError(f"each {what} once, please: {list(names)} names one twice")
+        expected = {(c, m) for c in self.checkpoints for m in self.methods}
+        for what, frame, key in (("single-object", self.single, ["scene"]),
+                                 ("multi-object", self.counterfactual, ["scene", "target_object"])):
+            if frame.duplicated(["checkpoint", "method", *key]).any():
+                raise InputError(f"the {what} rows hold an item twice for one checkpoint and method")
+            scenes = frame.groupby(["checkpoint", "method"])["scene"].apply(lambda s: tuple(sorted(s)))
+            if set(scenes.index) != expected or scenes.nunique() != 1:
+                raise InputError(f"the {what} rows must cover the same scenes for every checkpoint and method")
+
     def _arrays(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """(C, n) right answers on the single scenes and (C, M, n) per-scene ``column``."""
         frame = self.single if column != "cf_correlation" else self.counterfactual
-        per_scene = frame.groupby(["checkpoint", "method", "scene"], sort=False)[column].mean()
+        per_scene = frame.groupby(["checkpoint", "method", "scene"])[column].mean()  # sorted index
         values = np.stack([np.stack([per_scene.loc[(c, m)].sort_index().to_numpy(dtype=np.float64)
                                      for m in self.methods]) for c in self.checkpoints])
         right = self.single[self.single["method"] == self.methods[0]]
@@ -97,6 +110,8 @@ class SeriesStudy:
             raise InputError(f"column must be one of {QUALITY}, not {column!r}")
         right, _ = self._arrays("pointing_game")
         _, values = self._arrays(column)
+        if np.ptp(right.mean(axis=1)) == 0:
+            raise InputError("the checkpoints' accuracies are all equal: no slope against accuracy")
         rng = np.random.default_rng(self.seed)
         index_right = rng.integers(0, right.shape[1], size=(n_boot, right.shape[1]))
         index_values = index_right if column != "cf_correlation" else \
@@ -113,7 +128,7 @@ class SeriesStudy:
             q = values[:, m].mean(axis=1)
             verdict = "aligned" if low[m] > 0 else "reversed" if high[m] < 0 else "no evidence"
             rows[method] = {"slope": estimate[m], "slope_low": low[m], "slope_high": high[m],
-                            "correlation": float(np.corrcoef(acc, q)[0, 1]) if q.std() > 0 else 0.0,
+                            "correlation": float(np.corrcoef(acc, q)[0, 1]) if q.std() > 0 else 0.0,  # acc varies
                             "first": q[0], "last": q[-1], "verdict": verdict}
         table = pd.DataFrame.from_dict(rows, orient="index")
         table.index.name = "method"
@@ -139,6 +154,9 @@ def series_study(checkpoints: Sequence[tuple[str, int, Any]], methods: Sequence[
     checkpoints = list(checkpoints)
     if len(checkpoints) < 2:
         raise InputError("a training series needs at least two checkpoints")
+    for what, names in (("checkpoint", [c[0] for c in checkpoints]), ("method", list(methods))):
+        if len(set(names)) != len(names):
+            raise InputError(f"each {what} once, please: {names} names one twice")
     if any(len(s.objects) != 1 for s in single):
         raise InputError("the accuracy and localisation scenes must hold one object each")
     if not single or not multi:

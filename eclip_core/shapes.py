@@ -200,7 +200,8 @@ class Style:
     background (``BACKGROUNDS``), outlined instead of filled objects, the size range, a
     Gaussian blur (radius in pixels of the 64-pixel world) and pixel grain (its standard
     deviation in grey levels). The colours a background is painted in are drawn per scene,
-    never close to the colour of an object in it.
+    never close to the colour of an object in it (:data:`MIN_CONTRAST`). An outlined object's
+    mask is its ring, the pixels drawn in its colour, as a filled object's is its visible area.
     """
 
     background: str = "textured"
@@ -260,23 +261,32 @@ def random_style(rng: np.random.Generator) -> Style:
             return style
 
 
-def _paint(rng: np.random.Generator, avoid: Sequence[str]) -> np.ndarray:
-    """A background colour (3,): any lightness, muted, far from every colour in ``avoid``."""
+#: Least RGB distance between a styled background's colours and its objects' colours.
+MIN_CONTRAST = 110.0
+
+
+def _paints(rng: np.random.Generator, avoid: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A background's two colours (3,) each: any lightness, muted, the second 20-60 grey
+    levels from the first on every channel, both at least ``MIN_CONTRAST`` from every
+    colour in ``avoid``."""
     references = np.asarray([COLOUR_RGB[c] for c in avoid], dtype=float).reshape(-1, 3)
-    for _ in range(100):
-        colour = rng.uniform(15, 240) + rng.uniform(-45, 45, size=3)
-        colour = np.clip(colour, 0, 255)
-        if not len(references) or np.linalg.norm(references - colour, axis=1).min() >= 110:
-            return colour
-    return np.full(3, 128.0)  # unreachable in practice: mid grey is far from every colour
+
+    def far(colour: np.ndarray) -> bool:
+        return not len(references) or bool(np.linalg.norm(references - colour, axis=1).min() >= MIN_CONTRAST)
+
+    for _ in range(1000):
+        first = np.clip(rng.uniform(15, 240) + rng.uniform(-45, 45, size=3), 0, 255)
+        second = np.clip(first + rng.choice((-1, 1)) * rng.uniform(20, 60, size=3), 0, 255)
+        if far(first) and far(second):
+            return first, second
+    raise RuntimeError(f"no background colours far enough from {list(avoid)}")  # not met in practice
 
 
 def _styled_background(rng: np.random.Generator, size: int, style: Style,
                        avoid: Sequence[str]) -> np.ndarray:
     if style.background == "textured":
         return _background(rng, size)
-    first = _paint(rng, avoid)
-    second = np.clip(first + rng.choice((-1, 1)) * rng.uniform(20, 60, size=3), 0, 255)
+    first, second = _paints(rng, avoid)
     ramp = np.linspace(0, 1, size)
     y, x = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
     if style.background == "flat":
@@ -561,6 +571,9 @@ def train_batch(rng: np.random.Generator, batch_size: int, size: int = IMAGE_SIZ
       (:func:`random_style`), the others in the default style.
     """
 
+    if not 0 <= style_fraction <= 1:
+        raise ValueError(f"style_fraction must be within [0, 1], not {style_fraction}")
+
     def styled() -> Style | None:
         return random_style(rng) if style_fraction and rng.random() < style_fraction else None
 
@@ -579,8 +592,9 @@ def train_batch(rng: np.random.Generator, batch_size: int, size: int = IMAGE_SIZ
     scenes += [render_scene(rng, 1, size, shapes=few_shapes, style=styled())
                for _ in range(n_hard - n_colour_hard)]
     for _ in range(n_twin_pairs):
-        for twin_labels in binding_twins(rng, int(rng.integers(2, 4))):
-            scenes.append(render_objects(rng, twin_labels, size, styled()))
+        twins, pair_style = binding_twins(rng, int(rng.integers(2, 4))), styled()  # one style for both
+        for twin_labels in twins:
+            scenes.append(render_objects(rng, twin_labels, size, pair_style))
     scenes += [render_scene(rng, int(rng.integers(2, 4)), size, style=styled())
                for _ in range(n_multi - 2 * n_twin_pairs)]
     scenes = [replace(sc, named=(int(rng.integers(len(sc.objects))),))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -434,8 +435,8 @@ def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int =
         "single_shape_acc": float(np.mean([guess[1] == truth[1] for guess, truth in pairs])),
     })
 
-    if styles:
-        metrics["n_styled"] = n_styled = n_styled or n_single
+    if styles and n_styled != 0:
+        metrics["n_styled"] = n_styled = n_single if n_styled is None else n_styled
         metrics["held_out_styles"] = {}
         for style in styles:
             styled = shapes.eval_set(n_styled, 1, seed=seed, size=size, style=style)
@@ -508,7 +509,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="fraction of scenes drawn in a random training style (0: the default style only)")
     parser.add_argument("--checkpoints", type=int, nargs="*", default=None,
                         help="steps after which to keep the weights (the training series; default: "
-                             f"those of {list(SERIES_STEPS)} within --steps)")
+                             f"those of {list(SERIES_STEPS)} within --steps, none with --shuffle-captions)")
     parser.add_argument("--series-out", type=Path, default=None,
                         help="directory for the training series (default: the packaged series when --out "
                              "is the packaged model, else OUT/series)")
@@ -526,6 +527,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _checkpoint_steps(args: argparse.Namespace) -> tuple[int, ...]:
+    if args.checkpoints is not None:
+        return tuple(sorted(set(args.checkpoints)))
+    if args.shuffle_captions:
+        return ()
+    return tuple(step for step in SERIES_STEPS if step <= args.steps)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     try:
@@ -538,14 +547,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                          workers=args.workers, multi_fraction=args.multi_fraction,
                          hard_fraction=args.hard_fraction, twin_fraction=args.twin_fraction,
                          partial_fraction=args.partial_fraction, style_fraction=args.style_fraction,
-                         checkpoints=tuple(sorted(set(args.checkpoints if args.checkpoints is not None
-                                                      else [s for s in SERIES_STEPS if s <= args.steps]))),
+                         checkpoints=_checkpoint_steps(args),
                          positives=args.positives, shuffle_captions=args.shuffle_captions,
                          eval_every=args.eval_every, device=args.device)
+    packaged = Path(args.out).resolve() == EMBEDDED_DIR
+    series_out = Path(args.series_out or (SERIES_DIR if packaged else Path(args.out) / "series"))
+    series = sorted(step for step in config.checkpoints if step != config.steps)
+    if series_out.resolve() == SERIES_DIR and (config.checkpoints, config.steps) != (SERIES_STEPS, SERIES_STEPS[-1]):
+        raise SystemExit(f"python -m eclip_core.train: error: the packaged training series is the run of "
+                         f"{SERIES_STEPS[-1]} steps caught after {list(SERIES_STEPS)}; write other checkpoints "
+                         f"elsewhere (--out DIR, or --series-out DIR)")
     model, summary = train(config)
     save_embedded(model, args.out, config.model_cfg, config.preprocess_cfg)  # weights first, come what may
-    packaged = Path(args.out).resolve() == EMBEDDED_DIR
-    series_out = args.series_out or (SERIES_DIR if packaged else Path(args.out) / "series")
+    if series:  # a series of this run only: no checkpoint left from another
+        for stale in series_out.glob("step-*"):
+            shutil.rmtree(stale)
     for step, state in summary["checkpoints"].items():
         if step == config.steps:
             continue  # the last checkpoint is the model itself

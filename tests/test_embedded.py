@@ -142,7 +142,7 @@ def test_the_shuffled_caption_model_ships_with_the_same_architecture_and_learnt_
     trained = json.loads((EMBEDDED_DIR / METRICS_FILE).read_text())["training"]
     assert recipe["shuffle_captions"] is True
     differs = {k for k in trained if k in recipe and recipe[k] != trained[k]}
-    assert differs <= {"train_seconds", "first_loss", "final_loss", "command"}, differs
+    assert differs <= {"train_seconds", "first_loss", "final_loss", "command", "shuffle_captions"}, differs
     shuffled = ec.load_model("eclip-shapes-shuffled")
     assert (SHUFFLED_DIR / WEIGHTS_FILE).stat().st_size <= 10 * 1024 * 1024
     scenes = shapes.eval_set(200, 1, seed=shapes.EVAL_SEED + 7)

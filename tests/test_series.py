@@ -1,6 +1,8 @@
 """The training series and P2 as a curve (eclip_core.series), on constructed cases and on the
 shipped checkpoints."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,21 +13,27 @@ from eclip_core.errors import InputError
 from eclip_core.series import SeriesStudy, series_study
 
 
-def constructed(right_fraction=(0.1, 0.5, 0.9), n=20):
+def constructed(right_fraction=(0.1, 0.5, 0.9), n=20, n_multi=7):
     """Three checkpoints; a 'good' map points at the object exactly when the model is right, a
-    'flat' one always, a 'bad' one exactly when it is wrong."""
+    'flat' one always, a 'bad' one exactly when it is wrong. The rows come shuffled, so the
+    study must line scenes, methods and checkpoints up itself."""
     single, cf = [], []
     for c, fraction in enumerate(right_fraction):
         right = np.arange(n) < round(fraction * n)
+        right = right[(np.arange(n) * 7 + c) % n]  # each checkpoint right on other scenes
         for method, pointing in (("good", right), ("flat", np.ones(n, bool)), ("bad", ~right)):
             for scene in range(n):
                 single.append({"checkpoint": f"c{c}", "step": 10 ** c, "method": method, "scene": scene,
                                "right": bool(right[scene]), "pointing_game": float(pointing[scene]),
                                "energy_in_mask": 0.5})
-                cf.append({"checkpoint": f"c{c}", "step": 10 ** c, "method": method, "scene": scene,
-                           "target_object": 0, "cf_correlation": 2 * fraction if method == "good" else 0.3})
-    return SeriesStudy(pd.DataFrame(single), pd.DataFrame(cf), ["c0", "c1", "c2"], [1, 10, 100],
-                       ["good", "flat", "bad"])
+            for scene in range(n_multi):
+                for target in range(2):
+                    cf.append({"checkpoint": f"c{c}", "step": 10 ** c, "method": method, "scene": scene,
+                               "target_object": target,
+                               "cf_correlation": 2 * fraction if method == "good" else 0.3})
+    shuffle = dict(frac=1.0, random_state=0)
+    return SeriesStudy(pd.DataFrame(single).sample(**shuffle), pd.DataFrame(cf).sample(**shuffle),
+                       ["c0", "c1", "c2"], [1, 10, 100], ["good", "flat", "bad"])
 
 
 def test_slopes_on_a_constructed_series():
@@ -50,6 +58,21 @@ def test_slopes_on_a_constructed_series():
     assert len(curves) == 9 and list(curves.columns[-3:]) == ["pointing_game", "energy_in_mask", "cf_correlation"]
     with pytest.raises(InputError, match="column"):
         study.slopes("deletion_auc")
+    assert cf.attrs["n"] == 7 and pointing.attrs["n"] == 20
+
+
+def test_a_malformed_series_is_refused():
+    study = constructed()
+    with pytest.raises(InputError, match="twice"):
+        SeriesStudy(study.single, study.counterfactual, ["c0", "c0", "c2"], [1, 1, 100], study.methods)
+    with pytest.raises(InputError, match="twice"):
+        SeriesStudy(pd.concat([study.single, study.single.iloc[:1]]), study.counterfactual,
+                    study.checkpoints, study.steps, study.methods)
+    fewer = study.single[~((study.single["checkpoint"] == "c1") & (study.single["scene"] == 3))]
+    with pytest.raises(InputError, match="same scenes"):
+        SeriesStudy(fewer, study.counterfactual, study.checkpoints, study.steps, study.methods)
+    with pytest.raises(InputError, match="accuracies are all equal"):
+        constructed(right_fraction=(0.5, 0.5, 0.5)).slopes("pointing_game")
 
 
 def test_a_slope_reads_the_checkpoints_accuracies_not_their_order():
@@ -70,9 +93,15 @@ def test_the_series_ships_and_loads_by_name():
         total += (directory / embedded.WEIGHTS_FILE).stat().st_size
         assert embedded.read_config(directory) == embedded.read_config(embedded.EMBEDDED_DIR)
     assert total <= 10 * 1024 * 1024
+    # one run: the shipped model is its last checkpoint, and each checkpoint records its step
+    record = json.loads((embedded.EMBEDDED_DIR / embedded.METRICS_FILE).read_text())["training"]
+    assert (record["steps"], tuple(record["checkpoints"])) == (steps[-1], steps)
+    for step in steps[:-1]:
+        kept = json.loads((embedded.series_checkpoint_dir(step) / embedded.METRICS_FILE).read_text())
+        assert kept["step"] == step and 0 <= kept["metrics"]["single_top1"] <= 1
     final = ec.load_model(f"eclip-shapes-step-{steps[-1]}").model.state_dict()
     for name, tensor in ec.load_model().model.state_dict().items():
-        assert np.array_equal(final[name].numpy(), tensor.numpy())  # the last checkpoint is the model
+        assert np.array_equal(final[name].numpy(), tensor.numpy())
     with pytest.raises(ec.ModelLoadError, match="ships its own weights"):
         ec.load_model(f"eclip-shapes-step-{steps[0]}", pretrained="x.safetensors")
 

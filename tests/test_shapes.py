@@ -161,7 +161,16 @@ def test_too_short_context_is_rejected():
 
 
 def test_the_default_style_draws_the_world_of_the_chapters():
-    """Naming the default style changes nothing: the same random stream, the same pixels."""
+    """The default style is the world the stored chapters were drawn in, pixel for pixel (the
+    digest of these scenes as the renderer drew them before styles existed), and naming it
+    changes nothing: the same random stream, the same pixels."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for scene in shapes.eval_set(12, (2, 3)) + next(shapes.train_stream(batch_size=16, twin_fraction=0.5,
+                                                                         multi_fraction=0.5)):
+        digest.update(np.asarray(scene.image).tobytes())
+    assert digest.hexdigest() == "a8036c0ed1ce32249086f2188f0333e0c9362d339713f258cb246824b92db555"
     plain = shapes.eval_set(12, (2, 3))
     named = shapes.eval_set(12, (2, 3), style="default")
     explicit = shapes.eval_set(12, (2, 3), style=shapes.Style())
@@ -203,14 +212,16 @@ def _filled(ring):
     return ndimage.binary_fill_holes(ring)
 
 
-def test_a_flat_background_is_far_from_the_colour_of_every_object():
-    style = shapes.Style(background="flat")
-    for seed in range(30):
-        scene = shapes.render_objects(np.random.default_rng(seed), [("white", "circle"), ("yellow", "star")],
-                                      style=style)
-        background = scene.drawing.background[0, 0]
-        for colour in ("white", "yellow"):
-            assert np.linalg.norm(background - np.asarray(shapes.COLOUR_RGB[colour])) >= 110
+@pytest.mark.parametrize("background", ["flat", "gradient", "blotches", "stripes", "checker"])
+def test_every_background_colour_is_far_from_the_colour_of_every_object(background):
+    style = shapes.Style(background=background)
+    objects = [("white", "circle"), ("yellow", "star"), ("cyan", "square")]
+    for seed in range(20):
+        scene = shapes.render_objects(np.random.default_rng(seed), objects, style=style)
+        pixels = scene.drawing.background.reshape(-1, 3).astype(float)
+        for colour, _ in objects:
+            distance = np.linalg.norm(pixels - np.asarray(shapes.COLOUR_RGB[colour]), axis=1)
+            assert distance.min() >= shapes.MIN_CONTRAST - 1e-3, (background, seed, colour)
 
 
 def test_a_styled_scene_is_edited_with_its_blur_and_grain():

@@ -211,7 +211,8 @@ def test_checkpoints_are_kept_at_the_steps_asked_and_written_as_a_series(tmp_pat
     assert not series_checkpoint_dir(4, tmp_path / "series").exists()  # the last is the model itself
     assert any(not torch.equal(first[k], third[k]) for k in first)
     assert any(not torch.equal(third[k], final[k]) for k in first)
-    _, summary = train(tiny_config(steps=3, checkpoints=(3,)))
+    model, summary = train(tiny_config(steps=3, checkpoints=(3,)))
+    assert all(torch.equal(summary["checkpoints"][3][k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="checkpoint steps"):
         train(tiny_config(steps=3, checkpoints=(5,)))
     assert set(summary["checkpoints"]) == {3}
@@ -219,8 +220,20 @@ def test_checkpoints_are_kept_at_the_steps_asked_and_written_as_a_series(tmp_pat
 
 def test_styled_training_batches_reach_the_loader():
     """style_fraction reaches the data: with it, some images are drawn in training styles."""
-    plain = ShapesBatches(seed=3, batch_size=32, context_length=16)
-    styled = ShapesBatches(seed=3, batch_size=32, context_length=16, style_fraction=1.0)
-    a, b = next(iter(plain)), next(iter(styled))
-    assert not torch.equal(a["pixels"], b["pixels"])
-    assert a["pixels"].shape == b["pixels"].shape and a["tokens"].shape == b["tokens"].shape
+    styled = next(iter(ShapesBatches(seed=3, batch_size=32, context_length=16, style_fraction=1.0)))
+    scenes = next(shapes.train_stream(3, 32, style_fraction=1.0))
+    assert torch.equal(styled["pixels"], torch.from_numpy(np.stack([np.asarray(s.image) for s in scenes])))
+    plain = next(iter(ShapesBatches(seed=3, batch_size=32, context_length=16)))
+    assert not torch.equal(plain["pixels"], styled["pixels"])
+
+
+def test_the_packaged_series_is_only_written_by_its_own_run(tmp_path, capsys):
+    """A run other than the shipped recipe's cannot overwrite the packaged series (it would
+    leave checkpoints of two runs side by side): refused before any training."""
+    from eclip_core.embedded import SERIES_DIR
+
+    for argv in (["--steps", "10"], ["--steps", "3500", "--checkpoints", "5"], ["--shuffle-captions"],
+                 ["--out", str(tmp_path), "--series-out", str(SERIES_DIR), "--steps", "4"]):
+        with pytest.raises(SystemExit, match="packaged training series"):
+            main(argv + ["--workers", "0", "--eval-every", "0"])
+    assert not (tmp_path / "open_clip_model.safetensors").exists()
