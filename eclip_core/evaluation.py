@@ -240,7 +240,8 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
              ties: str | None = None,
              seed: int = 0, rise_masks: int = 500, batch_size: int = 50, curve_batch: int | None = None,
              curves: Sequence[str] = ("deletion", "insertion"), timing: bool = True,
-             keep_maps: bool = False, progress: bool = False) -> Evaluation:
+             keep_maps: bool = False, maps: dict[str, Sequence[torch.Tensor]] | None = None,
+             progress: bool = False) -> Evaluation:
     """Explain every item's target with each method and score the maps; see :class:`Evaluation`.
 
     ``items``: :class:`Item` objects or shapes scenes (:func:`scene_items`). ``methods``:
@@ -253,7 +254,9 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
     pointing game and energy need a mask. ``curves``: which perturbation curves to measure
     (``()``: localisation only, no forward pass per perturbation). ``timing``: measure the
     cost against one forward pass of the same items. ``keep_maps``: keep each method's map
-    of every item's target, on the model's input grid (``Evaluation.maps``).
+    of every item's target, on the model's input grid (``Evaluation.maps``). ``maps``: such
+    kept maps of an earlier evaluation of the same items, per method spec, scored again
+    (e.g. under another protocol) instead of explaining anew; a spec they lack is explained.
     """
     given: list[Any] = list(items)
     if not given:
@@ -294,11 +297,16 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
     for spec in tqdm(specs, desc="evaluate", disable=not progress):
         name = str(spec)
         opts = (options or {}).get(name, method_options(spec, rise_masks=rise_masks, seed=seed))
-        maps, seconds[name] = _target_maps(bundle, spec, cases, images, targets, target_idx, opts,
-                                           batch_size, timing, progress)
+        if maps is not None and name in maps:
+            if len(maps[name]) != len(cases):
+                raise InputError(f"{len(maps[name])} maps given for {name!r}, for {len(cases)} items")
+            spec_maps, seconds[name] = list(maps[name]), float("nan")
+        else:
+            spec_maps, seconds[name] = _target_maps(bundle, spec, cases, images, targets, target_idx, opts,
+                                                    batch_size, timing, progress)
         if keep_maps:
-            kept[name] = maps
-        results = {kind: perturbation_curves(model, images, maps, targets, target_idx, kind=kind,
+            kept[name] = spec_maps
+        results = {kind: perturbation_curves(model, images, spec_maps, targets, target_idx, kind=kind,
                                              preprocess=preprocess, steps=steps, protocol=protocol, seed=seed,
                                              batch_size=curve_batch, baseline=baseline, ties=ties)
                    for kind in curves}
@@ -313,8 +321,8 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
                 row[f"{kind}_auc"] = res[i].auc_score
                 row[f"{kind}_acc_auc"] = res[i].auc_correct
             if it.mask is not None:
-                row["pointing_game"] = float(pointing_game(maps[i], it.mask))
-                row["energy_in_mask"] = energy_in_mask(maps[i], it.mask)
+                row["pointing_game"] = float(pointing_game(spec_maps[i], it.mask))
+                row["energy_in_mask"] = energy_in_mask(spec_maps[i], it.mask)
             rows.append(row)
     notes = [DELETION_DIRECTION + "; " + INSERTION_DIRECTION, "pointing_game, energy_in_mask: higher is better"]
     if results:

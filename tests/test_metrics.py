@@ -379,3 +379,34 @@ def test_evaluate_scores_keep_size_maps_on_the_pixels_they_explain(embedded):
     inside[:, 8:16] = 1.0  # the crop's columns on the keep-size grid
     placed = to_model_input(inside, (192, 64), embedded.preprocess)
     assert torch.equal(placed[:, 4:60], torch.ones(64, 56))
+
+
+def test_evaluate_scores_given_maps_without_explaining_again(embedded):
+    """Maps kept by one evaluation, scored under another protocol, give exactly what
+    explaining again gives, and the explainer is not called; a wrong count is refused."""
+    import pandas as pd
+
+    from eclip_core.errors import InputError
+    from eclip_core.explainers import Method, register
+
+    scenes = shapes.eval_set(4, (2, 3), seed=shapes.EVAL_SEED + 5)
+    first = evaluate(embedded, scenes, ["grad_eclip", "edges"], steps=4, timing=False, keep_maps=True)
+    again = evaluate(embedded, scenes, ["grad_eclip", "edges"], steps=4, protocol="published", timing=False)
+    reused = evaluate(embedded, scenes, ["grad_eclip", "edges"], steps=4, protocol="published", timing=False,
+                      maps=first.maps)
+    pd.testing.assert_frame_equal(reused.per_image, again.per_image)
+    calls = []
+
+    def counted(model, images, targets, *, departures=ec.FAITHFUL):
+        calls.append(len(images))
+        raise AssertionError("explained although its maps were given")
+
+    register(Method("counted", counted, "fails if called"))
+    try:
+        given = {"counted": first.maps["edges"]}
+        scored = evaluate(embedded, scenes, ["counted"], steps=4, timing=False, maps=given)
+        assert not calls and len(scored.per_image) == len(first.maps["edges"])
+        with pytest.raises(InputError, match="maps given"):
+            evaluate(embedded, scenes, ["counted"], steps=4, timing=False, maps={"counted": given["counted"][:2]})
+    finally:
+        unregister("counted")
