@@ -69,16 +69,18 @@ class SeriesStudy:
             if set(scenes.index) != expected or scenes.nunique() != 1:
                 raise InputError(f"the {what} rows must cover the same scenes for every checkpoint and method")
 
-    def _arrays(self, column: str) -> tuple[np.ndarray, np.ndarray]:
-        """(C, n) right answers on the single scenes and (C, M, n) per-scene ``column``."""
+    def _right(self) -> np.ndarray:
+        """(C, n) whether each checkpoint's top-1 is right on each single-object scene."""
+        rows = self.single[self.single["method"] == self.methods[0]]
+        return np.stack([rows[rows["checkpoint"] == c].sort_values("scene")["right"].to_numpy(np.float64)
+                         for c in self.checkpoints])
+
+    def _values(self, column: str) -> np.ndarray:
+        """(C, M, n) per-scene mean ``column``, scenes in sorted order."""
         frame = self.single if column != "cf_correlation" else self.counterfactual
         per_scene = frame.groupby(["checkpoint", "method", "scene"])[column].mean()  # sorted index
-        values = np.stack([np.stack([per_scene.loc[(c, m)].sort_index().to_numpy(dtype=np.float64)
-                                     for m in self.methods]) for c in self.checkpoints])
-        right = self.single[self.single["method"] == self.methods[0]]
-        right = np.stack([right[right["checkpoint"] == c].sort_values("scene")["right"].to_numpy(np.float64)
-                          for c in self.checkpoints])
-        return right, values
+        return np.stack([np.stack([per_scene.loc[(c, m)].to_numpy(dtype=np.float64) for m in self.methods])
+                         for c in self.checkpoints])
 
     def curves(self) -> pd.DataFrame:
         """One row per checkpoint and method: its step, the checkpoint's accuracy and the
@@ -86,7 +88,7 @@ class SeriesStudy:
         rows = []
         accuracy = self.accuracy()
         for column in QUALITY:
-            _, values = self._arrays(column)
+            values = self._values(column)
             for c, checkpoint in enumerate(self.checkpoints):
                 for m, method in enumerate(self.methods):
                     rows.append({"checkpoint": checkpoint, "step": self.steps[c], "method": method,
@@ -98,7 +100,7 @@ class SeriesStudy:
 
     def accuracy(self) -> np.ndarray:
         """(C,) each checkpoint's zero-shot top-1 on the single-object scenes."""
-        right, _ = self._arrays("pointing_game")
+        right = self._right()
         return right.mean(axis=1)
 
     def slopes(self, column: str, n_boot: int = N_BOOT, level: float = 0.95) -> pd.DataFrame:
@@ -108,9 +110,9 @@ class SeriesStudy:
         quality with accuracy, and the verdict."""
         if column not in QUALITY:
             raise InputError(f"column must be one of {QUALITY}, not {column!r}")
-        right, _ = self._arrays("pointing_game")
-        _, values = self._arrays(column)
-        if np.ptp(right.mean(axis=1)) == 0:
+        right, values = self._right(), self._values(column)
+        acc = right.mean(axis=1)
+        if np.ptp(acc) == 0:
             raise InputError("the checkpoints' accuracies are all equal: no slope against accuracy")
         rng = np.random.default_rng(self.seed)
         index_right = rng.integers(0, right.shape[1], size=(n_boot, right.shape[1]))
@@ -118,11 +120,10 @@ class SeriesStudy:
             rng.integers(0, values.shape[2], size=(n_boot, values.shape[2]))
         accuracy = right[:, index_right].mean(axis=2)  # (C, B)
         quality = values[:, :, index_values].mean(axis=3)  # (C, M, B)
-        estimate = _slope(right.mean(axis=1)[:, None], values.mean(axis=2))  # (M,)
+        estimate = _slope(acc[:, None], values.mean(axis=2))  # (M,)
         replicates = _slope(accuracy[:, None, :], quality)  # (M, B)
         alpha = (1 - level) / 2
         low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=-1)
-        acc = right.mean(axis=1)
         rows = {}
         for m, method in enumerate(self.methods):
             q = values[:, m].mean(axis=1)

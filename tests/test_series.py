@@ -21,7 +21,9 @@ def constructed(right_fraction=(0.1, 0.5, 0.9), n=20, n_multi=7):
     for c, fraction in enumerate(right_fraction):
         right = np.arange(n) < round(fraction * n)
         right = right[(np.arange(n) * 7 + c) % n]  # each checkpoint right on other scenes
-        for method, pointing in (("good", right), ("flat", np.ones(n, bool)), ("bad", ~right)):
+        noisy = (np.arange(n) + c) % 2 == 0  # half the scenes, other ones on each checkpoint
+        for method, pointing in (("good", right), ("flat", np.ones(n, bool)), ("bad", ~right),
+                                 ("noisy", noisy)):
             for scene in range(n):
                 single.append({"checkpoint": f"c{c}", "step": 10 ** c, "method": method, "scene": scene,
                                "right": bool(right[scene]), "pointing_game": float(pointing[scene]),
@@ -33,7 +35,7 @@ def constructed(right_fraction=(0.1, 0.5, 0.9), n=20, n_multi=7):
                                "cf_correlation": 2 * fraction if method == "good" else 0.3})
     shuffle = dict(frac=1.0, random_state=0)
     return SeriesStudy(pd.DataFrame(single).sample(**shuffle), pd.DataFrame(cf).sample(**shuffle),
-                       ["c0", "c1", "c2"], [1, 10, 100], ["good", "flat", "bad"])
+                       ["c0", "c1", "c2"], [1, 10, 100], ["good", "flat", "bad", "noisy"])
 
 
 def test_slopes_on_a_constructed_series():
@@ -44,7 +46,9 @@ def test_slopes_on_a_constructed_series():
     assert pointing.loc["good", ["slope", "slope_low", "slope_high"]].tolist() == pytest.approx([1, 1, 1])
     assert pointing.loc["bad", ["slope", "slope_low", "slope_high"]].tolist() == pytest.approx([-1, -1, -1])
     assert pointing.loc["flat", ["slope", "slope_low", "slope_high"]].tolist() == pytest.approx([0, 0, 0])
-    assert pointing["verdict"].to_dict() == {"good": "aligned", "flat": "no evidence", "bad": "reversed"}
+    assert pointing["verdict"].to_dict() == {"good": "aligned", "flat": "no evidence", "bad": "reversed",
+                                             "noisy": "no evidence"}
+    assert pointing.loc["noisy", "slope_low"] < 0 < pointing.loc["noisy", "slope_high"]  # holds 0
     assert pointing.loc["good", "correlation"] == pytest.approx(1.0)
     assert (pointing.loc["good", "first"], pointing.loc["good", "last"]) == pytest.approx((0.1, 0.9))
     cf = study.slopes("cf_correlation", n_boot=300)
@@ -53,9 +57,9 @@ def test_slopes_on_a_constructed_series():
     assert cf.loc["good", "slope_low"] > 0  # accuracies resampled, the quality exact: still above 0
     energy = study.slopes("energy_in_mask", n_boot=100)
     assert set(energy["verdict"]) == {"no evidence"}
-    assert energy["slope_low"].tolist() == energy["slope_high"].tolist() == [0, 0, 0]  # exactly: constant
+    assert energy["slope_low"].tolist() == energy["slope_high"].tolist() == [0, 0, 0, 0]  # exactly: constant
     curves = study.curves()
-    assert len(curves) == 9 and list(curves.columns[-3:]) == ["pointing_game", "energy_in_mask", "cf_correlation"]
+    assert len(curves) == 12 and list(curves.columns[-3:]) == ["pointing_game", "energy_in_mask", "cf_correlation"]
     with pytest.raises(InputError, match="column"):
         study.slopes("deletion_auc")
     assert cf.attrs["n"] == 7 and pointing.attrs["n"] == 20
