@@ -373,10 +373,15 @@ def render_objects(rng: np.random.Generator, labels: Sequence[tuple[str, str]],
     layers: list[Layer] = []
     for colour, shape in labels:
         silhouette = _place(rng, shape, size, [layer.silhouette for layer in layers])
-        tint = np.asarray(COLOUR_RGB[colour], dtype=float) + rng.uniform(-12, 12, size=3)
-        shading = rng.normal(0, 3, size=(int(silhouette.sum()), 1))
-        layers.append(Layer(shape, colour, silhouette, tint, shading))
+        layers.append(_painted(rng, shape, colour, silhouette))
     return compose(Drawing(background, tuple(layers)))
+
+
+def _painted(rng: np.random.Generator, shape: str, colour: str, pixels: np.ndarray) -> Layer:
+    """The layer painting ``pixels`` in ``colour``, jittered, with per-pixel shading."""
+    tint = np.asarray(COLOUR_RGB[colour], dtype=float) + rng.uniform(-12, 12, size=3)
+    shading = rng.normal(0, 3, size=(int(pixels.sum()), 1))
+    return Layer(shape, colour, pixels, tint, shading)
 
 
 def _render_styled(rng: np.random.Generator, labels: Sequence[tuple[str, str]], size: int,
@@ -392,9 +397,7 @@ def _render_styled(rng: np.random.Generator, labels: Sequence[tuple[str, str]], 
         silhouette = _place(rng, shape, size, occupied, (low, high))
         occupied.append(silhouette)
         painted = _ring(silhouette, style.line * scale) if style.fill == "outline" else silhouette
-        tint = np.asarray(COLOUR_RGB[colour], dtype=float) + rng.uniform(-12, 12, size=3)
-        shading = rng.normal(0, 3, size=(int(painted.sum()), 1))
-        layers.append(Layer(shape, colour, painted, tint, shading))
+        layers.append(_painted(rng, shape, colour, painted))
     grain = rng.normal(0, style.grain, size=(size, size, 3)).astype(np.float32) if style.grain else None
     return compose(Drawing(background, tuple(layers), blur=style.blur * scale, grain=grain))
 
