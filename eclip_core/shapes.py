@@ -606,12 +606,30 @@ def train_batch(rng: np.random.Generator, batch_size: int, size: int = IMAGE_SIZ
     return [scenes[i] for i in order]
 
 
+def style_share(index: int, style_fraction: float, style_ramp: tuple[int, int] = (0, 0)) -> float:
+    """The share of batch ``index`` drawn in training styles: none before ``style_ramp[0]``,
+    rising linearly to ``style_fraction`` at ``style_ramp[1]`` and staying there (a
+    curriculum: the objects first, then the styles). ``(0, 0)``: ``style_fraction`` throughout."""
+    first, full = style_ramp
+    if not 0 <= first <= full:
+        raise ValueError(f"style_ramp must be two steps 0 <= first <= full, not {style_ramp}")
+    if index < first:
+        return 0.0
+    if index >= full:
+        return style_fraction
+    return style_fraction * (index - first) / (full - first)
+
+
 def train_stream(seed: int = TRAIN_SEED, batch_size: int = 128, size: int = IMAGE_SIZE, *,
-                 start: int = 0, stride: int = 1, **batch_options) -> Iterator[list[Scene]]:
-    """Endless training batches ``start, start + stride, ...``; batch ``b`` depends only on ``seed`` and ``b``."""
+                 start: int = 0, stride: int = 1, style_fraction: float = 0.0,
+                 style_ramp: tuple[int, int] = (0, 0), **batch_options) -> Iterator[list[Scene]]:
+    """Endless training batches ``start, start + stride, ...``; batch ``b`` depends only on
+    ``seed`` and ``b``; its share of styled scenes is :func:`style_share` of ``b``."""
     if stride < 1:
         raise ValueError("stride must be at least 1")
+    style_share(0, style_fraction, style_ramp)  # refuse a malformed ramp before any batch
     index = start
     while True:
-        yield train_batch(_scene_rng(seed, TRAIN_KEY, index), batch_size, size, **batch_options)
+        yield train_batch(_scene_rng(seed, TRAIN_KEY, index), batch_size, size,
+                          style_fraction=style_share(index, style_fraction, style_ramp), **batch_options)
         index += stride

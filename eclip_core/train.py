@@ -88,6 +88,7 @@ class TrainConfig:
     twin_fraction: float = 0.0
     partial_fraction: float = 0.0
     style_fraction: float = 0.0  # scenes drawn in a random training style (shapes.random_style)
+    style_ramp: tuple[int, int] = (0, 0)  # no styles before step [0], full style_fraction from [1]
     positives: str = "contains"
     shuffle_captions: bool = False  # data randomisation: captions permuted across each batch's images
     checkpoints: tuple[int, ...] = ()  # steps after which the weights are kept (the training series)
@@ -194,7 +195,8 @@ def batch_iterator(config: TrainConfig) -> Iterator[dict[str, torch.Tensor]]:
                             multi_fraction=config.multi_fraction, hard_fraction=config.hard_fraction,
                             twin_fraction=config.twin_fraction,
                             partial_fraction=config.partial_fraction,
-                            style_fraction=config.style_fraction, positives=config.positives,
+                            style_fraction=config.style_fraction, style_ramp=tuple(config.style_ramp),
+                            positives=config.positives,
                             shuffle_captions=config.shuffle_captions)
     if config.workers == 0:
         return iter(dataset)
@@ -507,6 +509,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="fraction of multi-object scenes captioned by one of their objects")
     parser.add_argument("--style-fraction", type=float, default=defaults.style_fraction,
                         help="fraction of scenes drawn in a random training style (0: the default style only)")
+    parser.add_argument("--style-ramp", type=int, nargs=2, default=defaults.style_ramp, metavar=("FIRST", "FULL"),
+                        help="curriculum: no styled scenes before step FIRST, their share rising linearly "
+                             "to --style-fraction at step FULL (default: 0 0, the share throughout)")
     parser.add_argument("--checkpoints", type=int, nargs="*", default=None,
                         help="steps after which to keep the weights (the training series; default: "
                              f"those of {list(SERIES_STEPS)} within --steps, none with --shuffle-captions)")
@@ -547,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                          workers=args.workers, multi_fraction=args.multi_fraction,
                          hard_fraction=args.hard_fraction, twin_fraction=args.twin_fraction,
                          partial_fraction=args.partial_fraction, style_fraction=args.style_fraction,
-                         checkpoints=_checkpoint_steps(args),
+                         style_ramp=tuple(args.style_ramp), checkpoints=_checkpoint_steps(args),
                          positives=args.positives, shuffle_captions=args.shuffle_captions,
                          eval_every=args.eval_every, device=args.device)
     packaged = Path(args.out).resolve() == EMBEDDED_DIR
@@ -583,6 +588,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                f"--{k.replace('_', '-')} {v}" for k, v in recipe.items()
                                if k in ("steps", "batch_size", "lr", "seed", "threads", "multi_fraction",
                                         "twin_fraction", "partial_fraction", "style_fraction", "positives"))
+                               + (" --style-ramp {} {}".format(*config.style_ramp) if any(config.style_ramp) else "")
                                + (" --shuffle-captions" if config.shuffle_captions else "")}}
     save_embedded(model, args.out, config.model_cfg, config.preprocess_cfg, record)
     print(f"parameters {n_parameters}, trained {summary['train_seconds']:.0f}s, saved to {args.out}")

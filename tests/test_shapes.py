@@ -250,6 +250,27 @@ def test_bad_styles_are_refused_by_name():
         shapes.eval_set(2, 1, style="sepia")
 
 
+def test_the_style_ramp_is_a_curriculum():
+    """No styled scene before the ramp's first step, the full share from its last, linear between."""
+    shares = [shapes.style_share(b, 0.6, (100, 300)) for b in (0, 99, 100, 200, 250, 300, 5000)]
+    assert shares == pytest.approx([0, 0, 0, 0.3, 0.45, 0.6, 0.6])
+    assert shapes.style_share(0, 0.6) == 0.6  # no ramp: the share throughout
+    assert shapes.style_share(7, 0.6, (7, 7)) == 0.6
+    for ramp in ((300, 100), (-1, 5)):
+        with pytest.raises(ValueError, match="style_ramp"):
+            next(shapes.train_stream(batch_size=4, style_fraction=0.5, style_ramp=ramp))
+
+
+def test_the_ramp_reaches_each_batch_by_its_index():
+    early, late = (next(shapes.train_stream(batch_size=64, style_fraction=1.0, style_ramp=(10, 20), start=b))
+                   for b in (9, 20))
+    assert all(s.drawing.blur == 0 and s.drawing.grain is None for s in early)
+    plain = next(shapes.train_stream(batch_size=64, start=9))
+    assert [np.asarray(s.image).tobytes() for s in early] == [np.asarray(s.image).tobytes() for s in plain]
+    full = next(shapes.train_stream(batch_size=64, style_fraction=1.0, start=20))
+    assert [np.asarray(s.image).tobytes() for s in late] == [np.asarray(s.image).tobytes() for s in full]
+
+
 def test_training_batches_mix_styles_and_the_default():
     batch = next(shapes.train_stream(batch_size=64, style_fraction=0.5))
     blurred_or_flat = [s for s in batch if s.drawing.blur > 0 or s.drawing.grain is not None]

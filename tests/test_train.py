@@ -227,6 +227,18 @@ def test_styled_training_batches_reach_the_loader():
     assert not torch.equal(plain["pixels"], styled["pixels"])
 
 
+def test_the_style_ramp_reaches_the_loader():
+    """--style-ramp reaches the recipe and the data: before the ramp, the default style only."""
+    from eclip_core.train import batch_iterator, parse_args
+
+    assert parse_args(["--style-ramp", "5", "10"]).style_ramp == [5, 10]
+    config = TrainConfig(batch_size=16, style_fraction=1.0, style_ramp=(1, 2), workers=0)
+    first = next(batch_iterator(config))["pixels"]
+    plain = next(batch_iterator(TrainConfig(batch_size=16, workers=0)))["pixels"]
+    styled = next(batch_iterator(TrainConfig(batch_size=16, style_fraction=1.0, workers=0)))["pixels"]
+    assert torch.equal(first, plain) and not torch.equal(first, styled)
+
+
 def test_the_packaged_series_is_only_written_by_its_own_run(tmp_path, capsys):
     """A run other than the shipped recipe's cannot overwrite the packaged series (it would
     leave checkpoints of two runs side by side): refused before any training."""
