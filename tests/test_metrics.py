@@ -19,6 +19,7 @@ from eclip_core import shapes
 from eclip_core.evaluation import evaluate
 from eclip_core.explainers import unregister
 from eclip_core.inputs import to_model_input
+from eclip_core.metrics.faithfulness import road_impute
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 PREPROCESS = Compose([Normalize(MEAN, STD)])  # only its Normalize step is read
@@ -143,6 +144,57 @@ def test_published_protocol_schedule():
     assert i.baseline == "black"
     black = normalise(torch.zeros(3, SIZE, SIZE))
     assert i.scores[0] == pytest.approx(cosine(model, black, targets[0]), abs=1e-6)
+
+
+def _neighbour_mean_solution(pixels: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """ROAD's linear system solved directly: each removed pixel equals the weighted mean of its
+    8 neighbours (1/6 on the sides, 1/12 on the corners; outside the image, the edge pixel)."""
+    c, h, w = pixels.shape
+    index = -np.ones((h, w), dtype=int)
+    where = np.argwhere(removed)
+    index[removed] = np.arange(len(where))
+    out = pixels.copy()
+    for channel in range(c):
+        a, b = np.eye(len(where)), np.zeros(len(where))
+        for k, (y, x) in enumerate(where):
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    if dy == dx == 0:
+                        continue
+                    weight = 1 / 12 if dy and dx else 1 / 6
+                    ny, nx = min(max(y + dy, 0), h - 1), min(max(x + dx, 0), w - 1)
+                    if removed[ny, nx]:
+                        a[k, index[ny, nx]] -= weight
+                    else:
+                        b[k] += weight * pixels[channel, ny, nx]
+        out[channel][removed] = np.linalg.solve(a, b)
+    return out
+
+
+def test_road_imputation_solves_the_neighbour_mean_system():
+    """Without noise, enough Jacobi sweeps reach the solution of ROAD's linear system, computed
+    here by a direct solve (the border pixels included: the edge is replicated)."""
+    g = torch.Generator().manual_seed(3)
+    pixels = torch.rand(2, 3, 9, 11, generator=g, dtype=torch.float64)
+    removed = torch.rand(2, 1, 9, 11, generator=g) < 0.4
+    removed[0, 0, 0, :4] = True  # a run along the border
+    imputed = road_impute(pixels, removed, iterations=600, noise=0.0)
+    for i in range(2):
+        expected = _neighbour_mean_solution(pixels[i].numpy(), removed[i, 0].numpy())
+        np.testing.assert_allclose(imputed[i].numpy(), expected, atol=2e-5)
+
+
+def test_road_keeps_kept_pixels_and_adds_the_stated_noise():
+    g = torch.Generator().manual_seed(4)
+    pixels = 0.4 + 0.2 * torch.rand(1, 3, 64, 64, generator=g, dtype=torch.float64)  # no clamping at 0 or 1
+    removed = torch.rand(1, 1, 64, 64, generator=g) < 0.5
+    noisy = road_impute(pixels, removed, seed=1)
+    plain = road_impute(pixels, removed, seed=1, noise=0.0)
+    kept = ~removed.expand_as(pixels)
+    assert torch.equal(noisy[kept], pixels[kept]) and torch.equal(plain[kept], pixels[kept])
+    jitter = (noisy - plain)[~kept]
+    assert abs(float(jitter.mean())) < 1e-3 and 0.0093 < float(jitter.std()) < 0.0107  # ROAD_NOISE = 0.01
+    assert not torch.equal(noisy, road_impute(pixels, removed, seed=2))  # the seed draws the noise
 
 
 def test_batched_curves_equal_single_curves():
@@ -379,6 +431,29 @@ def test_evaluate_scores_keep_size_maps_on_the_pixels_they_explain(embedded):
     inside[:, 8:16] = 1.0  # the crop's columns on the keep-size grid
     placed = to_model_input(inside, (192, 64), embedded.preprocess)
     assert torch.equal(placed[:, 4:60], torch.ones(64, 56))
+
+
+def test_zero_shot_scores_in_chunks_are_the_cosines_of_one_pass(embedded):
+    """Chunking the images changes nothing: each score is the cosine of the image's own
+    embedding with the text's, computed here directly in one pass."""
+    from eclip_core.evaluation import zero_shot_scores
+
+    model, preprocess, tokenizer = embedded
+    scenes = shapes.eval_set(7, 1)
+    texts = ["a red circle", "a blue square", "a green triangle"]
+    x = torch.stack([preprocess(s.image) for s in scenes])
+    with torch.no_grad():
+        expected = F.normalize(model.encode_image(x), dim=-1) @ F.normalize(
+            model.encode_text(tokenizer(texts)), dim=-1).T
+    for batch_size in (1, 3, 256):
+        got = zero_shot_scores(embedded, [s.image for s in scenes], texts, batch_size=batch_size)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(zero_shot_scores(embedded, x, texts, batch_size=batch_size), expected,
+                                   rtol=0, atol=1e-6)
+    with pytest.raises(ec.InputError, match="batch_size"):
+        zero_shot_scores(embedded, x, texts, batch_size=0)
+    with pytest.raises(ec.InputError, match="no images"):
+        zero_shot_scores(embedded, [], texts)
 
 
 def test_evaluate_scores_given_maps_without_explaining_again(embedded):
