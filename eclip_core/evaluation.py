@@ -137,6 +137,9 @@ def zero_shot_scores(bundle, images, texts: Sequence[str] | torch.Tensor, *,
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     if isinstance(images, torch.Tensor):
         images = check_image_tensor(images)
+        if images.ndim != 4:
+            raise InputError(f"an image tensor must be a preprocessed batch (N, 3, H, W), "
+                             f"got shape {tuple(images.shape)}")
     elif preprocess is None:
         raise InputError("PIL images need the model's preprocess")
     else:

@@ -611,6 +611,8 @@ def style_share(index: int, style_fraction: float, style_ramp: tuple[int, int] =
     rising linearly to ``style_fraction`` at ``style_ramp[1]`` and staying there (a
     curriculum: the objects first, then the styles). ``(0, 0)``: ``style_fraction`` throughout."""
     first, full = style_ramp
+    if not 0 <= style_fraction <= 1:
+        raise ValueError(f"style_fraction must be within [0, 1], not {style_fraction}")
     if not 0 <= first <= full:
         raise ValueError(f"style_ramp must be two steps 0 <= first <= full, not {style_ramp}")
     if index < first:
@@ -627,7 +629,7 @@ def train_stream(seed: int = TRAIN_SEED, batch_size: int = 128, size: int = IMAG
     ``seed`` and ``b``; its share of styled scenes is :func:`style_share` of ``b``."""
     if stride < 1:
         raise ValueError("stride must be at least 1")
-    style_share(0, style_fraction, style_ramp)  # refuse a malformed ramp before any batch
+    style_share(0, style_fraction, style_ramp)  # refuse a malformed share or ramp before any batch
     index = start
     while True:
         yield train_batch(_scene_rng(seed, TRAIN_KEY, index), batch_size, size,

@@ -454,6 +454,8 @@ def test_zero_shot_scores_in_chunks_are_the_cosines_of_one_pass(embedded):
         zero_shot_scores(embedded, x, texts, batch_size=0)
     with pytest.raises(ec.InputError, match="no images"):
         zero_shot_scores(embedded, [], texts)
+    with pytest.raises(ec.InputError, match=r"\(N, 3, H, W\), got shape \(3, 64, 64\)"):
+        zero_shot_scores(embedded, x[0], texts)
 
 
 def test_evaluate_scores_given_maps_without_explaining_again(embedded):

@@ -259,6 +259,8 @@ def test_the_style_ramp_is_a_curriculum():
     for ramp in ((300, 100), (-1, 5)):
         with pytest.raises(ValueError, match="style_ramp"):
             next(shapes.train_stream(batch_size=4, style_fraction=0.5, style_ramp=ramp))
+    with pytest.raises(ValueError, match="style_fraction"):  # refused at once, not when the ramp begins
+        next(shapes.train_stream(batch_size=4, style_fraction=1.5, style_ramp=(1000, 2000)))
 
 
 def test_the_ramp_reaches_each_batch_by_its_index():
