@@ -247,18 +247,24 @@ def road_impute(pixels: torch.Tensor, removed: torch.Tensor, seed: int = 0,
     system is solved approximately: ``iterations`` Jacobi sweeps from a coarse-to-fine fill."""
     dtype = pixels.dtype
     work = pixels.float()  # the stencil in float32: the noise dwarfs its round-off
-    removed = removed.expand_as(work)
+    removed = removed.expand_as(work).contiguous()
     h, w = work.shape[-2:]
     x = torch.where(removed, _coarse_fill(work, (~removed).float()), work)
-    weights = [(float(ROAD_KERNEL[dy, dx]), dy, dx) for dy in range(3) for dx in range(3) if ROAD_KERNEL[dy, dx]]
+    taps = [(float(ROAD_KERNEL[dy, dx]), dy, dx) for dy in range(3) for dx in range(3) if ROAD_KERNEL[dy, dx]]
+    (first, y0, x0), *rest = taps
     for _ in range(iterations):
         padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
-        smooth = sum(weight * padded[..., dy:dy + h, dx:dx + w] for weight, dy, dx in weights)
+        # each distinct weight times the padded image once (a product does not depend on where it
+        # is read), the shifted products summed in raster order of the taps
+        scaled = {weight: padded * weight for weight in {tap[0] for tap in taps}}
+        smooth = scaled[first][..., y0:y0 + h, x0:x0 + w].clone()
+        for weight, dy, dx in rest:
+            smooth.add_(scaled[weight][..., dy:dy + h, dx:dx + w])
         x = torch.where(removed, smooth, work)
     x = x.to(dtype)
     generator = torch.Generator().manual_seed(seed + 104729)
     jitter = torch.randn(pixels.shape, generator=generator, dtype=torch.float64).to(pixels.dtype) * noise
-    return torch.where(removed.expand_as(pixels), (x + jitter).clamp(0, 1), pixels)
+    return torch.where(removed, (x + jitter).clamp(0, 1), pixels)
 
 
 def perturbation_curves(model, images: torch.Tensor, saliencies, targets, target_indices, *,
