@@ -41,6 +41,9 @@ from .inputs import native_batch, unpack
 from .metrics import energy_in_mask, perturbation_curves
 from .stats import Interval, bootstrap, spearman
 
+#: The perturbation metrics :meth:`GroundTruthStudy.ranks` sets against the truth: name -> column.
+RANKED_METRICS = {"deletion": "deletion_auc", "insertion": "insertion_auc", "ROAD": "road_deletion_auc"}
+
 #: The columns of :class:`GroundTruthStudy` for which lower is better.
 LOWER_IS_BETTER = frozenset({"deletion_auc", "deletion_acc_auc", "road_deletion_auc", "cf_regret",
                              "cf_regret_random"})
@@ -181,6 +184,22 @@ class GroundTruthStudy:
         table = pd.DataFrame.from_dict(rows, orient="index")
         table.index.name = "method"
         return table
+
+    def ranks(self) -> pd.DataFrame:
+        """Per method, its rank (1 = best) by the counterfactual correlation (``truth``) and by
+        each perturbation metric measured (``deletion``, ``insertion``, ``ROAD`` deletion), and
+        the ``largest gap`` between a metric's rank and the truth's. Means equal to 9 decimals
+        (e.g. the two ECLIP routes' maps) share their rank."""
+        exact = self.table().round(9)
+        ranks = pd.DataFrame({"truth": exact["cf_correlation"].rank(ascending=False)})
+        for name, column in RANKED_METRICS.items():
+            if column in exact:
+                ranks[name] = exact[column].rank(ascending=column in LOWER_IS_BETTER)
+        metrics = [name for name in RANKED_METRICS if name in ranks]
+        if not metrics:
+            raise InputError("no perturbation metric was measured: nothing to rank against the truth")
+        ranks["largest gap"] = ranks[metrics].sub(ranks["truth"], axis=0).abs().max(axis=1)
+        return ranks
 
     def agreement(self, metric: str, truth: str = "cf_correlation", n_boot: int = 1000) -> Interval:
         """Spearman correlation, across methods, between their mean ``truth`` and their mean

@@ -310,6 +310,40 @@ def cascade_conclusions(table: pd.DataFrame) -> dict[str, bool]:
     return out
 
 
+def localisation_by_model(models: dict[str, Any], scenes: Sequence[shapes.Scene], methods: Sequence[str], *,
+                          seed: int = 0, rise_masks: int = 100) -> pd.DataFrame:
+    """The data randomisation test (Adebayo et al., 2018) as a table: every explainer's
+    localisation of each scene's true prompt on each model (e.g. the trained one and its
+    shuffled-caption twin). One row per method; per model ``name``, the columns
+    ``"pointing {name}"`` and ``"energy {name}"`` (pointing game, energy in mask: the mean over
+    the scenes) with ``" low"`` and ``" high"``, their 95% bootstrap interval (scenes resampled)."""
+    if not models:
+        raise EclipError("localisation_by_model needs at least one model")
+    rows: dict[str, dict[str, float]] = {}
+    for name, bundle in models.items():
+        result = evaluate(bundle, list(scenes), list(methods), curves=(), timing=False, seed=seed,
+                          rise_masks=rise_masks)
+        for method, group in result.per_image.groupby("method", sort=False):
+            for metric, short in (("pointing_game", "pointing"), ("energy_in_mask", "energy")):
+                iv = bootstrap(group[metric].to_numpy(), seed=seed)
+                rows.setdefault(method, {}).update({f"{short} {name}": iv.estimate, f"{short} {name} low": iv.low,
+                                                    f"{short} {name} high": iv.high})
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "method"
+    table.attrs["n"] = len(scenes)
+    return table
+
+
+def above_chance(table: pd.DataFrame, chance: float, model: str) -> list[str]:
+    """The methods of a :func:`localisation_by_model` table whose pointing game or energy in
+    mask on ``model`` is above ``chance`` with confidence (its interval's lower end above it)."""
+    columns = [f"pointing {model} low", f"energy {model} low"]
+    missing = [c for c in columns if c not in table]
+    if missing:
+        raise EclipError(f"no model {model!r} in this table (columns {missing} missing)")
+    return [m for m in table.index if (table.loc[m, columns] > chance).any()]
+
+
 # ----------------------------------------------------------------------------- helpers for the book
 
 

@@ -164,3 +164,88 @@ def test_an_explainer_that_paints_the_true_effects_scores_best():
         cf.ground_truth_study(bundle, scenes, ["edges", "edges"], steps=4, road=False)
     assert len(study.per_item) == 2 * 12 and table.loc["cf_oracle", "n"] == 12
     assert study.per_item["cf_regret_random"].min() >= 0
+
+
+def _study(rows, methods):
+    import pandas as pd
+
+    return cf.GroundTruthStudy(pd.DataFrame(rows), effects=[], methods=methods)
+
+
+def test_ranks_set_each_perturbation_metric_against_the_truth():
+    """Ranks by hand: 1 = best, lower-is-better metrics ranked upwards, means equal to 9
+    decimals share a rank, the largest gap is the farthest metric rank from the truth's."""
+    means = {  # method: (cf_correlation, deletion_auc, insertion_auc, road_deletion_auc)
+        "a": (0.9, 0.30, 0.50, 0.40),
+        "b": (0.5, 0.10, 0.70, 0.20),
+        "b_twin": (0.5 + 1e-12, 0.10, 0.70 - 1e-12, 0.20),  # b up to round-off
+        "c": (0.1, 0.20, 0.60, 0.10),
+    }
+    rows = [{"method": m, "scene": s, "cf_correlation": v[0], "cf_top": 0.0, "cf_regret": 0.0,
+             "deletion_auc": v[1], "insertion_auc": v[2], "road_deletion_auc": v[3]}
+            for m, v in means.items() for s in range(2)]
+    ranks = _study(rows, list(means)).ranks()
+    expected = {"truth": [1, 2.5, 2.5, 4], "deletion": [4, 1.5, 1.5, 3], "insertion": [4, 1.5, 1.5, 3],
+                "ROAD": [4, 2.5, 2.5, 1], "largest gap": [3, 1, 1, 3]}
+    assert list(ranks.columns) == list(expected)
+    for column, values in expected.items():
+        assert ranks[column].tolist() == values, column
+    without_road = _study([{k: v for k, v in r.items() if k != "road_deletion_auc"} for r in rows], list(means))
+    assert "ROAD" not in without_road.ranks()
+    no_metric = [{k: v for k, v in r.items() if not k.endswith("_auc")} for r in rows]
+    with pytest.raises(ec.InputError, match="no perturbation metric"):
+        _study(no_metric, list(means)).ranks()
+
+
+def test_localisation_by_model_on_constructed_maps():
+    """A map that is the object's mask points at it and holds all its energy on any model; a map
+    on the image's corner never does; the model-blind edges are the same on both models."""
+    from eclip_core import studies
+
+    trained, shuffled = ec.load_model(), ec.load_model("eclip-shapes-shuffled")
+    scenes = shapes.eval_set(6, 1)
+    masks = {trained.preprocess(s.image).numpy().tobytes(): s.objects[0].mask for s in scenes}
+
+    def painted(kind: str):
+        def fn(model, images, targets, *, departures=FAITHFUL):
+            maps = []
+            for x in images:
+                mask = torch.from_numpy(masks[x.numpy().tobytes()].astype(np.float32))
+                if kind == "corner":
+                    mask = torch.zeros_like(mask)
+                    mask[0, 0] = 1.0
+                elif kind == "half":  # the mask over a quarter-height floor
+                    mask = mask + 0.25
+                maps.append(mask[None].expand(targets.shape[-2], -1, -1))
+            return torch.stack(maps), torch.zeros(len(images), targets.shape[-2])
+        return fn
+
+    names = {"mask_map": "mask", "corner_map": "corner", "half_map": "half"}
+    for name, kind in names.items():
+        register(Method(name, painted(kind), f"constructed: {kind} (a test)"))
+    try:
+        table = studies.localisation_by_model({"trained": trained, "shuffled": shuffled}, scenes,
+                                              [*names, "edges"])
+    finally:
+        for name in names:
+            unregister(name)
+    for model in ("trained", "shuffled"):
+        for metric in ("pointing", "energy"):
+            assert table.loc["mask_map", [f"{metric} {model}", f"{metric} {model} low"]].tolist() == [1.0, 1.0]
+            assert table.loc["corner_map", [f"{metric} {model}", f"{metric} {model} high"]].tolist() == [0.0, 0.0]
+    # the floor: pointing still 1, energy A * 1.25 / (A * 1.25 + (N - A) * 0.25) for a mask of A of N pixels
+    areas = np.array([s.objects[0].mask.sum() for s in scenes], dtype=float)
+    size = scenes[0].objects[0].mask.size
+    energy = float(np.mean(areas * 1.25 / (areas * 1.25 + (size - areas) * 0.25)))
+    half = table.loc["half_map"]
+    assert half["pointing trained"] == 1.0 and half["energy trained"] == pytest.approx(energy, abs=1e-9)
+    assert half["energy trained low"] < energy < half["energy trained high"]
+    edges = table.loc["edges"]
+    assert all(edges[f"{metric} trained{end}"] == edges[f"{metric} shuffled{end}"]
+               for metric in ("pointing", "energy") for end in ("", " low", " high"))
+    assert table.attrs["n"] == 6
+    chance = float(np.mean([s.objects[0].mask.mean() for s in scenes]))
+    kept = studies.above_chance(table, chance, "shuffled")
+    assert "mask_map" in kept and "corner_map" not in kept
+    with pytest.raises(ec.EclipError, match="no model 'random'"):
+        studies.above_chance(table, chance, "random")

@@ -380,6 +380,18 @@ MUTANTS = [
     Mutant("road-noise-scale", FA,
            ".to(pixels.dtype) * noise", ".to(pixels.dtype) * noise * 2",
            metrics("test_road_keeps_kept_pixels_and_adds_the_stated_noise")),
+    # ---------------------------------------------------------------- ground truth tables
+    Mutant("ranks-direction", "eclip_core/counterfactual.py",
+           "ranks[name] = exact[column].rank(ascending=column in LOWER_IS_BETTER)",
+           "ranks[name] = exact[column].rank(ascending=column not in LOWER_IS_BETTER)",
+           ("tests/test_counterfactual.py::test_ranks_set_each_perturbation_metric_against_the_truth",)),
+    Mutant("localisation-interval-ends", "eclip_core/studies.py",
+           'f"{short} {name} low": iv.low', 'f"{short} {name} low": iv.high',
+           ("tests/test_counterfactual.py::test_localisation_by_model_on_constructed_maps",)),
+    Mutant("localisation-metric-names", "eclip_core/studies.py",
+           '(("pointing_game", "pointing"), ("energy_in_mask", "energy"))',
+           '(("pointing_game", "energy"), ("energy_in_mask", "pointing"))',
+           ("tests/test_counterfactual.py::test_localisation_by_model_on_constructed_maps",)),
     # ---------------------------------------------------------------- series.py
     Mutant("series-slope-not-centred", SE,
            "dx = x - x.mean(axis=0, keepdims=True)", "dx = x",
