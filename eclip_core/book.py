@@ -52,6 +52,12 @@ QUICK: dict[str, object] = {
 }
 
 
+#: The kernel's own log at errors only: ipykernel warns on every start that its local TCP
+#: sockets are unencrypted, which says nothing about the chapter (the cells' warnings and
+#: errors are outputs, not the kernel's log, and are kept).
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+
+
 def storing_threads() -> int:
     """Threads for executing the book: every core, and never the validation count."""
     return max(2, os.cpu_count() or 1, VALIDATION_THREADS + 1)
@@ -133,7 +139,8 @@ def execute(notebooks: list[Path], parameters: dict, out: Path | None,
         error = None
         try:
             papermill.execute_notebook(str(nb), str(target), parameters=given or None,
-                                       cwd=str(nb.parent), progress_bar=False, kernel_name="python3")
+                                       cwd=str(nb.parent), progress_bar=False, kernel_name="python3",
+                                       extra_arguments=KERNEL_ARGUMENTS)
         except Exception as err:  # a failing chapter is reported, and the next one runs
             error = _first_line(err)
         seconds = time.perf_counter() - start
