@@ -315,8 +315,8 @@ def localisation_by_model(models: dict[str, Any], scenes: Sequence[shapes.Scene]
     """The data randomisation test (Adebayo et al., 2018) as a table: every explainer's
     localisation of each scene's true prompt on each model (e.g. the trained one and its
     shuffled-caption twin). One row per method; per model ``name``, the columns
-    ``"pointing {name}"`` and ``"energy {name}"`` (pointing game, energy in mask: the mean over
-    the scenes) with ``" low"`` and ``" high"``, their 95% bootstrap interval (scenes resampled)."""
+    ``"pointing_{name}"`` and ``"energy_{name}"`` (pointing game, energy in mask: the mean over
+    the scenes) with ``_low`` and ``_high``, their 95% bootstrap interval (scenes resampled)."""
     if not models:
         raise EclipError("localisation_by_model needs at least one model")
     rows: dict[str, dict[str, float]] = {}
@@ -325,9 +325,8 @@ def localisation_by_model(models: dict[str, Any], scenes: Sequence[shapes.Scene]
                           rise_masks=rise_masks)
         for method, group in result.per_image.groupby("method", sort=False):
             for metric, short in (("pointing_game", "pointing"), ("energy_in_mask", "energy")):
-                iv = bootstrap(group[metric].to_numpy(), seed=seed)
-                rows.setdefault(method, {}).update({f"{short} {name}": iv.estimate, f"{short} {name} low": iv.low,
-                                                    f"{short} {name} high": iv.high})
+                interval = bootstrap(group[metric].to_numpy(), seed=seed)
+                rows.setdefault(method, {}).update(_interval_columns(f"{short}_{name}", interval))
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "method"
     table.attrs["n"] = len(scenes)
@@ -337,7 +336,7 @@ def localisation_by_model(models: dict[str, Any], scenes: Sequence[shapes.Scene]
 def above_chance(table: pd.DataFrame, chance: float, model: str) -> list[str]:
     """The methods of a :func:`localisation_by_model` table whose pointing game or energy in
     mask on ``model`` is above ``chance`` with confidence (its interval's lower end above it)."""
-    columns = [f"pointing {model} low", f"energy {model} low"]
+    columns = [f"pointing_{model}_low", f"energy_{model}_low"]
     missing = [c for c in columns if c not in table]
     if missing:
         raise EclipError(f"no model {model!r} in this table (columns {missing} missing)")

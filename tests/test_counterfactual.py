@@ -231,18 +231,18 @@ def test_localisation_by_model_on_constructed_maps():
             unregister(name)
     for model in ("trained", "shuffled"):
         for metric in ("pointing", "energy"):
-            assert table.loc["mask_map", [f"{metric} {model}", f"{metric} {model} low"]].tolist() == [1.0, 1.0]
-            assert table.loc["corner_map", [f"{metric} {model}", f"{metric} {model} high"]].tolist() == [0.0, 0.0]
+            assert table.loc["mask_map", [f"{metric}_{model}", f"{metric}_{model}_low"]].tolist() == [1.0, 1.0]
+            assert table.loc["corner_map", [f"{metric}_{model}", f"{metric}_{model}_high"]].tolist() == [0.0, 0.0]
     # the floor: pointing still 1, energy A * 1.25 / (A * 1.25 + (N - A) * 0.25) for a mask of A of N pixels
     areas = np.array([s.objects[0].mask.sum() for s in scenes], dtype=float)
     size = scenes[0].objects[0].mask.size
     energy = float(np.mean(areas * 1.25 / (areas * 1.25 + (size - areas) * 0.25)))
     half = table.loc["half_map"]
-    assert half["pointing trained"] == 1.0 and half["energy trained"] == pytest.approx(energy, abs=1e-9)
-    assert half["energy trained low"] < energy < half["energy trained high"]
+    assert half["pointing_trained"] == 1.0 and half["energy_trained"] == pytest.approx(energy, abs=1e-9)
+    assert half["energy_trained_low"] < energy < half["energy_trained_high"]
     edges = table.loc["edges"]
-    assert all(edges[f"{metric} trained{end}"] == edges[f"{metric} shuffled{end}"]
-               for metric in ("pointing", "energy") for end in ("", " low", " high"))
+    assert all(edges[f"{metric}_trained{end}"] == edges[f"{metric}_shuffled{end}"]
+               for metric in ("pointing", "energy") for end in ("", "_low", "_high"))
     assert table.attrs["n"] == 6
     chance = float(np.mean([s.objects[0].mask.mean() for s in scenes]))
     kept = studies.above_chance(table, chance, "shuffled")

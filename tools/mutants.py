@@ -386,7 +386,7 @@ MUTANTS = [
            "ranks[name] = exact[column].rank(ascending=column not in LOWER_IS_BETTER)",
            ("tests/test_counterfactual.py::test_ranks_set_each_perturbation_metric_against_the_truth",)),
     Mutant("localisation-interval-ends", "eclip_core/studies.py",
-           'f"{short} {name} low": iv.low', 'f"{short} {name} low": iv.high',
+           'f"{name}_low": interval.low', 'f"{name}_low": interval.high',
            ("tests/test_counterfactual.py::test_localisation_by_model_on_constructed_maps",)),
     Mutant("localisation-metric-names", "eclip_core/studies.py",
            '(("pointing_game", "pointing"), ("energy_in_mask", "energy"))',
