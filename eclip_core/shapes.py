@@ -240,6 +240,17 @@ HELD_OUT_STYLES: dict[str, Style] = {
 }
 
 
+#: Training styles beside the held-out ones, each what a held-out style is built from with its
+#: held-out part taken away: a model's score on a held-out style read against these says whether
+#: it failed to generalise or failed to learn the seen parts at all (for a model trained with
+#: ``random_style``; to eclip-shapes, trained on the default style, they are as new as the others).
+SEEN_STYLES: dict[str, Style] = {
+    "stripes": Style(background="stripes"),  # outline-stripes' background, filled; a patterned one, as checker
+    "flat-outline": Style(background="flat", fill="outline"),  # outline-stripes' outlines, on a plain ground
+    "soft-edge": Style(background="flat", blur=TRAIN_BLUR, grain=TRAIN_GRAIN),  # soft, at training's limit
+}
+
+
 def held_out(style: Style) -> bool:
     """Whether training may never draw ``style`` (see :data:`HELD_OUT_STYLES`)."""
     return style.background == "checker" or (style.background == "stripes" and style.fill == "outline") \
@@ -506,15 +517,16 @@ def _scene_rng(entropy: int, *key: int) -> np.random.Generator:
 
 def as_style(style: Style | str | None) -> Style:
     """A :class:`Style`, from itself, ``None`` (the default) or a name: ``"default"`` or one
-    of :data:`HELD_OUT_STYLES`."""
+    of :data:`HELD_OUT_STYLES` or :data:`SEEN_STYLES`."""
     if style is None or style == "default":
         return DEFAULT_STYLE
     if isinstance(style, Style):
         return style
-    if isinstance(style, str) and style in HELD_OUT_STYLES:
-        return HELD_OUT_STYLES[style]
+    named = {**HELD_OUT_STYLES, **SEEN_STYLES}
+    if isinstance(style, str) and style in named:
+        return named[style]
     raise ValueError(f"unknown style {style!r}; expected a Style, 'default' or one of "
-                     f"{', '.join(HELD_OUT_STYLES)}")
+                     f"{', '.join(named)}")
 
 
 def eval_set(n: int, n_objects: int | tuple[int, ...] = 1, seed: int = EVAL_SEED,

@@ -306,17 +306,24 @@ def _train(config: TrainConfig, log) -> tuple[torch.nn.Module, dict[str, Any]]:
                 f"lr {learning_rate(step, config):.2e}  {time.perf_counter() - started:7.1f}s")
         if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
             model.eval()
-            quick = evaluate_embedded(model, n_single=200, n_multi=200, attention=False)
+            quick = evaluate_embedded(model, n_single=200, n_multi=200, attention=False,
+                                      seen_styles=_seen_styles(config))
             log(f"  eval@{step + 1}: single top-1 {quick['single_top1']:.3f}  "
                 f"colour {quick['single_colour_acc']:.3f}  shape {quick['single_shape_acc']:.3f}  "
                 f"multi present {quick['multi_top1_present']:.3f}  held-out styles "
-                + " ".join(f"{k} {v:.3f}" for k, v in quick["held_out_styles"].items()))
+                + " ".join(f"{k} {v:.3f}" for k, v in quick["held_out_styles"].items())
+                + "".join(f"  seen {k} {v:.3f}" for k, v in quick.get("seen_styles", {}).items()))
             model.train()
     model.eval().cpu()
     summary = {"steps": config.steps, "train_seconds": round(time.perf_counter() - started, 1),
                "final_loss": float(np.mean(losses[-min(len(losses), 50):])),
                "first_loss": losses[0], "losses": losses, "checkpoints": kept}
     return model, summary
+
+
+def _seen_styles(config: TrainConfig) -> tuple[str, ...]:
+    """The training styles beside the held-out ones, evaluated when training draws styles."""
+    return tuple(shapes.SEEN_STYLES) if config.style_fraction else ()
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -404,7 +411,7 @@ def multi_object_outcomes(predicted: Sequence[tuple[str, str]],
 def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int = 800,
                       n_multi: int = 400, batch_size: int = 200, attention: bool = True, timing: bool = True,
                       seed: int = shapes.EVAL_SEED, styles: Sequence[str] = tuple(shapes.HELD_OUT_STYLES),
-                      n_styled: int | None = None) -> dict[str, Any]:
+                      n_styled: int | None = None, seen_styles: Sequence[str] = ()) -> dict[str, Any]:
     """Zero-shot metrics on the held-out shapes scenes.
 
     * single-object images: top-1 over all colour x shape prompts, and whether the
@@ -413,7 +420,9 @@ def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int =
       often it is a binding error (its colour and its shape are both present,
       but on different objects);
     * single-object top-1 on scenes drawn in each of ``styles`` (held out from training,
-      :data:`~eclip_core.shapes.HELD_OUT_STYLES`), ``n_styled`` each (default ``n_single``);
+      :data:`~eclip_core.shapes.HELD_OUT_STYLES`), ``n_styled`` each (default ``n_single``),
+      and in each of ``seen_styles`` (training styles beside them,
+      :data:`~eclip_core.shapes.SEEN_STYLES`; none by default);
     * the last vision block's CLS attention density inside vs outside the objects.
     """
     was_training = model.training
@@ -437,14 +446,16 @@ def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int =
         "single_shape_acc": float(np.mean([guess[1] == truth[1] for guess, truth in pairs])),
     })
 
-    if styles and n_styled != 0:
-        metrics["n_styled"] = n_styled = n_single if n_styled is None else n_styled
-        metrics["held_out_styles"] = {}
-        for style in styles:
-            styled = shapes.eval_set(n_styled, 1, seed=seed, size=size, style=style)
-            guess = (_encode_images(model, preprocess, styled, batch_size) @ text_features.T).argmax(1)
-            metrics["held_out_styles"][style] = float(np.mean(
-                [labels[p] == scene.labels[0] for p, scene in zip(guess.tolist(), styled)]))
+    n_styled = n_single if n_styled is None else n_styled
+    for key, names in (("held_out_styles", styles), ("seen_styles", seen_styles)):
+        if names and n_styled:
+            metrics["n_styled"] = n_styled
+            metrics[key] = {}
+            for style in names:
+                styled = shapes.eval_set(n_styled, 1, seed=seed, size=size, style=style)
+                guess = (_encode_images(model, preprocess, styled, batch_size) @ text_features.T).argmax(1)
+                metrics[key][style] = float(np.mean(
+                    [labels[p] == scene.labels[0] for p, scene in zip(guess.tolist(), styled)]))
 
     if n_multi:
         multi = shapes.eval_set(n_multi, (2, 3), seed=seed, size=size)
@@ -471,6 +482,8 @@ def format_metrics(metrics: dict[str, Any]) -> str:
              f"single-object shape acc   {metrics['single_shape_acc']:.4f}"]
     for style, top1 in metrics.get("held_out_styles", {}).items():
         lines.append(f"held-out style {style + ':':16s} {top1:.4f}  (n={metrics['n_styled']})")
+    for style, top1 in metrics.get("seen_styles", {}).items():
+        lines.append(f"seen style {style + ':':20s} {top1:.4f}  (n={metrics['n_styled']})")
     if "multi_top1_present" in metrics:
         lines += [f"multi-object top-1 present {metrics['multi_top1_present']:.4f}  (n={metrics['n_multi']})",
                   f"multi-object binding error {metrics['multi_binding_error']:.4f}"]
@@ -574,11 +587,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         checkpoint.load_state_dict(state)
         set_model_preprocess_cfg(checkpoint, config.preprocess_cfg)
         checkpoint.eval()
-        scores = evaluate_embedded(checkpoint, n_single=args.n_single, n_multi=args.n_multi, timing=False)
+        scores = evaluate_embedded(checkpoint, n_single=args.n_single, n_multi=args.n_multi, timing=False,
+                                   seen_styles=_seen_styles(config))
         save_embedded(checkpoint, series_checkpoint_dir(step, series_out), config.model_cfg,
                       config.preprocess_cfg, {"metrics": scores, "step": step})
         print(f"checkpoint at step {step}: single top-1 {scores['single_top1']:.4f}")
-    metrics = evaluate_embedded(model, n_single=args.n_single, n_multi=args.n_multi)
+    metrics = evaluate_embedded(model, n_single=args.n_single, n_multi=args.n_multi,
+                                seen_styles=_seen_styles(config))
     n_parameters = sum(p.numel() for p in model.parameters())
     recipe = {key: value for key, value in vars(config).items() if key not in ("model_cfg", "preprocess_cfg")}
     record = {"metrics": metrics, "n_parameters": n_parameters,

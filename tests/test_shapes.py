@@ -192,6 +192,29 @@ def test_training_never_draws_a_held_out_style():
     assert max(s.blur for s in drawn) <= shapes.TRAIN_BLUR and max(s.grain for s in drawn) <= shapes.TRAIN_GRAIN
 
 
+def test_each_seen_style_is_a_held_out_style_without_its_held_out_part():
+    """SEEN_STYLES are training styles, and each equals a held-out style in every field but
+    the ones that make it held out: outline-stripes less its outlines, or less its stripes
+    (filled on stripes, outlined on a flat ground); soft with blur and grain at training's limit."""
+    from dataclasses import asdict
+
+    def differing(a, b):
+        return {k for k, v in asdict(a).items() if asdict(b)[k] != v}
+
+    seen, held = shapes.SEEN_STYLES, shapes.HELD_OUT_STYLES
+    for style in seen.values():
+        assert not shapes.held_out(style)
+        assert style.background in shapes.TRAIN_BACKGROUNDS
+        assert shapes.TRAIN_RADIUS[0] <= style.radius[0] <= style.radius[1] <= shapes.TRAIN_RADIUS[1]
+    assert differing(seen["stripes"], held["outline-stripes"]) == {"fill"}
+    assert differing(seen["flat-outline"], held["outline-stripes"]) == {"background"}
+    assert differing(seen["soft-edge"], held["soft"]) == {"blur", "grain"}
+    assert (seen["soft-edge"].blur, seen["soft-edge"].grain) == (shapes.TRAIN_BLUR, shapes.TRAIN_GRAIN)
+    assert shapes.as_style("flat-outline") == seen["flat-outline"]
+    with pytest.raises(ValueError, match="flat-outline"):  # the error names every known style
+        shapes.as_style("outlines")
+
+
 def test_styled_scenes_have_their_own_stream_and_keep_objects_visible():
     default = shapes.eval_set(8, 1)
     for name, style in shapes.HELD_OUT_STYLES.items():

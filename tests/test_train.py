@@ -168,6 +168,39 @@ def test_command_line_writes_a_loadable_model(tmp_path, capsys):
     assert features.shape == (1, 64)
 
 
+def test_styled_top1_is_the_zero_shot_top1_on_each_styles_own_scenes():
+    """evaluate_embedded's held-out and seen style figures, recomputed directly: each style's
+    scenes encoded, normalised, matched against every prompt, the top prompt's label compared."""
+    from eclip_core.train import evaluate_embedded, format_metrics
+
+    model, preprocess, tokenizer = load_embedded()
+    metrics = evaluate_embedded(model, n_single=40, n_multi=0, attention=False, styles=("outline-stripes",),
+                                seen_styles=("stripes", "flat-outline"))
+    with torch.no_grad():
+        text = torch.nn.functional.normalize(model.encode_text(tokenizer(shapes.prompts())), dim=-1)
+    labels = shapes.prompt_labels()
+    for key, name in (("held_out_styles", "outline-stripes"), ("seen_styles", "stripes"),
+                      ("seen_styles", "flat-outline")):
+        scenes = shapes.eval_set(40, 1, style=name)
+        with torch.no_grad():
+            images = model.encode_image(torch.stack([preprocess(s.image) for s in scenes]))
+        top = (torch.nn.functional.normalize(images, dim=-1) @ text.T).argmax(1).tolist()
+        expected = np.mean([labels[p] == s.labels[0] for p, s in zip(top, scenes)])
+        assert metrics[key][name] == pytest.approx(expected, abs=1e-12), (key, name)
+    assert set(metrics["seen_styles"]) == {"stripes", "flat-outline"}
+    assert len({metrics["held_out_styles"]["outline-stripes"], *metrics["seen_styles"].values()}) > 1
+    assert "seen style flat-outline:" in format_metrics(metrics)
+    assert "seen_styles" not in evaluate_embedded(model, n_single=8, n_multi=0, attention=False, styles=())
+
+
+def test_a_styled_run_is_evaluated_on_the_seen_styles_too(tmp_path):
+    record = main(["--out", str(tmp_path), "--steps", "2", "--batch-size", "8", "--workers", "0",
+                   "--style-fraction", "0.5", "--checkpoints", "--eval-every", "0", "--n-single", "8",
+                   "--n-multi", "4"])
+    assert set(record["metrics"]["seen_styles"]) == set(shapes.SEEN_STYLES)
+    assert set(record["metrics"]["held_out_styles"]) == set(shapes.HELD_OUT_STYLES)
+
+
 def test_shuffled_captions_are_a_seeded_permutation_of_each_batch():
     """Data randomisation: batch b keeps its images, and its captions are permuted across them
     by the permutation seeded with (data seed, SHUFFLE_KEY, b) -- the same with two data
