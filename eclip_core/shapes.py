@@ -529,6 +529,14 @@ def as_style(style: Style | str | None) -> Style:
                      f"{', '.join(named)}")
 
 
+def style_name(style: Style | str | None) -> str:
+    """The name a style is reported under: its name among ``"default"``, :data:`HELD_OUT_STYLES`
+    and :data:`SEEN_STYLES`, else its ``repr`` (a style of one's own)."""
+    drawn = as_style(style)  # refuses an unknown name
+    named = {"default": DEFAULT_STYLE, **HELD_OUT_STYLES, **SEEN_STYLES}
+    return next((name for name, known in named.items() if known == drawn), repr(drawn))
+
+
 def eval_set(n: int, n_objects: int | tuple[int, ...] = 1, seed: int = EVAL_SEED,
              size: int = IMAGE_SIZE, style: Style | str | None = None) -> list[Scene]:
     """The held-out evaluation scenes.

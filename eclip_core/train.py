@@ -410,8 +410,10 @@ def multi_object_outcomes(predicted: Sequence[tuple[str, str]],
 
 def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int = 800,
                       n_multi: int = 400, batch_size: int = 200, attention: bool = True, timing: bool = True,
-                      seed: int = shapes.EVAL_SEED, styles: Sequence[str] = tuple(shapes.HELD_OUT_STYLES),
-                      n_styled: int | None = None, seen_styles: Sequence[str] = ()) -> dict[str, Any]:
+                      seed: int = shapes.EVAL_SEED,
+                      styles: Sequence[str | shapes.Style] = tuple(shapes.HELD_OUT_STYLES),
+                      n_styled: int | None = None,
+                      seen_styles: Sequence[str | shapes.Style] = ()) -> dict[str, Any]:
     """Zero-shot metrics on the held-out shapes scenes.
 
     * single-object images: top-1 over all colour x shape prompts, and whether the
@@ -422,7 +424,8 @@ def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int =
     * single-object top-1 on scenes drawn in each of ``styles`` (held out from training,
       :data:`~eclip_core.shapes.HELD_OUT_STYLES`), ``n_styled`` each (default ``n_single``),
       and in each of ``seen_styles`` (training styles beside them,
-      :data:`~eclip_core.shapes.SEEN_STYLES`; none by default);
+      :data:`~eclip_core.shapes.SEEN_STYLES`; none by default); a style is a name or a
+      :class:`~eclip_core.shapes.Style`, reported under :func:`~eclip_core.shapes.style_name`;
     * the last vision block's CLS attention density inside vs outside the objects.
     """
     was_training = model.training
@@ -454,7 +457,7 @@ def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int =
             for style in names:
                 styled = shapes.eval_set(n_styled, 1, seed=seed, size=size, style=style)
                 guess = (_encode_images(model, preprocess, styled, batch_size) @ text_features.T).argmax(1)
-                metrics[key][style] = float(np.mean(
+                metrics[key][shapes.style_name(style)] = float(np.mean(
                     [labels[p] == scene.labels[0] for p, scene in zip(guess.tolist(), styled)]))
 
     if n_multi:

@@ -193,6 +193,25 @@ def test_styled_top1_is_the_zero_shot_top1_on_each_styles_own_scenes():
     assert "seen_styles" not in evaluate_embedded(model, n_single=8, n_multi=0, attention=False, styles=())
 
 
+def test_styles_given_as_objects_are_reported_by_name():
+    """A Style object is scored like its name and reported under it (a style of one's own under
+    its repr), so the metrics format and write as JSON; an unknown name is refused by name."""
+    import json
+
+    from eclip_core.train import evaluate_embedded, format_metrics
+
+    model = load_embedded()[0]
+    own = shapes.Style(background="gradient", fill="outline")
+    by_object = evaluate_embedded(model, n_single=8, n_multi=0, attention=False,
+                                  styles=(shapes.Style(background="checker"), own))
+    by_name = evaluate_embedded(model, n_single=8, n_multi=0, attention=False, styles=("checker",))
+    assert by_object["held_out_styles"]["checker"] == by_name["held_out_styles"]["checker"]
+    assert repr(own) in by_object["held_out_styles"]
+    assert "checker" in format_metrics(by_object) and json.dumps(by_object)
+    with pytest.raises(ValueError, match="unknown style 'chequer'"):
+        evaluate_embedded(model, n_single=8, n_multi=0, attention=False, styles=("chequer",))
+
+
 def test_a_styled_run_is_evaluated_on_the_seen_styles_too(tmp_path):
     record = main(["--out", str(tmp_path), "--steps", "2", "--batch-size", "8", "--workers", "0",
                    "--style-fraction", "0.5", "--checkpoints", "--eval-every", "0", "--n-single", "8",
