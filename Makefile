@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test execute render check-book benchmark mutants clean
+.PHONY: book test check execute render benchmark mutants clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest notebooks tests --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/nbval-sanitize.cfg -p no:cacheprovider \
+		-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+
+## The fast loop (under 3 minutes on two cores): lint, types and every pytest test not marked
+## slow (no chapter, no book build, no subprocess); `make test` before a commit lands.
+check: $(STAMP)
+	$(BIN)/ruff check eclip_core
+	$(BIN)/mypy
+	$(BIN)/python -m pytest tests -m "not slow" -p no:cacheprovider -q \
 		-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 ## Mutation check (not part of `make test`): single-line mutants of eclip_core, each of

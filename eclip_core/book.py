@@ -69,11 +69,24 @@ def set_kernel_threads(threads: int) -> None:
         os.environ[name] = str(threads)
 
 
-def record_threads(notebook: Path, threads: int) -> None:
-    """Note in the notebook's metadata how many threads produced its stored outputs."""
+#: Metadata that papermill and the kernel write on every run (times, durations, the paths run
+#: from): stored, it would change every notebook at every build whatever its outputs.
+VOLATILE_NOTEBOOK_METADATA = ("papermill",)
+VOLATILE_CELL_METADATA = ("papermill", "execution")
+
+
+def tidy(notebook: Path, threads: int) -> None:
+    """Note in the notebook's metadata how many threads produced its stored outputs, and drop
+    what changes at every run (:data:`VOLATILE_NOTEBOOK_METADATA`, :data:`VOLATILE_CELL_METADATA`),
+    so that a build that changes no output leaves the stored notebook byte for byte as it was."""
     import nbformat
 
     nb = nbformat.read(notebook, as_version=4)
+    for key in VOLATILE_NOTEBOOK_METADATA:
+        nb.metadata.pop(key, None)
+    for cell in nb.cells:
+        for key in VOLATILE_CELL_METADATA:
+            cell.metadata.pop(key, None)
     nb.metadata["eclip"] = {"threads": threads}
     nbformat.write(nb, notebook)
 
@@ -145,7 +158,7 @@ def execute(notebooks: list[Path], parameters: dict, out: Path | None,
             error = _first_line(err)
         seconds = time.perf_counter() - start
         if target.exists():
-            record_threads(target, threads)
+            tidy(target, threads)
         outcomes.append(Outcome(nb, target, seconds, error))
         print(f"{_shown(nb)}: {seconds:.1f} s{'' if error is None else ' FAILED'}", flush=True)
     return outcomes

@@ -31,7 +31,7 @@ from . import shapes
 from .counterfactual import ground_truth_study
 from .errors import InputError
 from .evaluation import evaluate
-from .stats import N_BOOT
+from .stats import N_BOOT, percentile_interval
 
 #: The quality measures of a series study; all higher-is-better.
 QUALITY = ("pointing_game", "energy_in_mask", "cf_correlation")
@@ -122,8 +122,7 @@ class SeriesStudy:
         quality = values[:, :, index_values].mean(axis=3)  # (C, M, B)
         estimate = _slope(acc[:, None], values.mean(axis=2))  # (M,)
         replicates = _slope(accuracy[:, None, :], quality)  # (M, B)
-        alpha = (1 - level) / 2
-        low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=-1)
+        low, high = percentile_interval(replicates, level)
         rows = {}
         for m, method in enumerate(self.methods):
             q = values[:, m].mean(axis=1)

@@ -38,9 +38,19 @@ def bootstrap(values: Sequence[float] | np.ndarray, statistic: Callable[[np.ndar
     rng = np.random.default_rng(seed)
     index = rng.integers(0, len(data), size=(n_boot, len(data)))
     replicates = np.array([statistic(data[i]) for i in index])
-    alpha = (1 - level) / 2
-    low, high = np.quantile(replicates, [alpha, 1 - alpha])
+    low, high = percentile_interval(replicates, level)
     return Interval(float(statistic(data)), float(low), float(high), len(data), level)
+
+
+def percentile_interval(replicates: np.ndarray, level: float = 0.95, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """The central ``level`` percentile interval of bootstrap ``replicates`` along ``axis``:
+    the (1 - level)/2 and (1 + level)/2 quantiles (numpy's linear interpolation). Every
+    interval the book states is cut here."""
+    if not 0 < level < 1:
+        raise InputError(f"level must be in (0, 1), got {level!r}")
+    alpha = (1 - level) / 2
+    low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=axis)
+    return low, high
 
 
 def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,

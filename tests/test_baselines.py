@@ -55,6 +55,7 @@ def test_odd_patch_stands_out_where_it_is(symmetric_case, method):
     assert (odd - other).abs().max() > 1e-6
 
 
+@pytest.mark.slow
 def test_raw_attention_matches_multihead_attention_weights(vit_b16, images_224):
     with torch.no_grad():
         tr = trace_vision(vit_b16, images_224)

@@ -7,6 +7,8 @@ import pytest
 
 from eclip_core.book import ROOT, chapter_notebooks
 
+pytestmark = pytest.mark.slow  # `make check` leaves it out; `make test` runs it
+
 # `html`, the book built once per session, is a fixture in conftest.py (test_browser.py uses it too)
 
 

@@ -37,6 +37,8 @@ import yaml
 
 from eclip_core.book import ROOT, chapter_notebooks
 
+pytestmark = pytest.mark.slow  # `make check` leaves it out; `make test` runs it
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -92,6 +92,7 @@ def test_explain_reference_mode_and_method(capsys, tmp_path, scene_png):
         "my.scene.v2__a-red-circle__grad_eclip__reference.png", "scene__a-red-circle__grad_eclip__reference.png"]
 
 
+@pytest.mark.slow
 def test_all_methods_writes_a_comparison_grid(capsys, tmp_path, scene_png):
     code, out, err = _run(capsys, "explain", scene_png, "-t", "a red circle", "-t", "a green star",
                           "--all-methods", "-o", tmp_path)
@@ -171,6 +172,7 @@ def test_over_long_text_warns_on_one_line(capsys, tmp_path, scene_png):
     assert len(list(tmp_path.glob("scene__*.png"))) == 1
 
 
+@pytest.mark.slow
 def test_evaluate_prints_a_table(capsys, tmp_path):
     out_csv = tmp_path / "results.csv"
     code, out, err = _run(capsys, "evaluate", "--n-images", 4, "--methods", "attention_eclip,gradcam",
@@ -203,6 +205,7 @@ def test_evaluate_a_labelled_folder(capsys, tmp_path):
     assert code == 1 and "line 2: no image 'missing.png'" in _one_line_error(err)
 
 
+@pytest.mark.slow
 def test_installed_console_script_help():
     script = shutil.which("eclip", path=str(Path(sys.executable).parent))
     assert script, "the eclip console script is not installed (pip install -e .)"

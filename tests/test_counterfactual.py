@@ -115,6 +115,7 @@ def test_removal_scores_are_the_models_scores_of_the_edited_scenes(scene):
     np.testing.assert_allclose(effects[1], scores[frozenset()] - scores[frozenset({1})])
 
 
+@pytest.mark.slow
 def test_an_explainer_that_paints_the_true_effects_scores_best():
     """A registered explainer whose map puts on each object a mass that grows with its true
     effect (read from the counterfactual scores) correlates 1 with the truth, names the top object
@@ -197,6 +198,7 @@ def test_ranks_set_each_perturbation_metric_against_the_truth():
         _study(no_metric, list(means)).ranks()
 
 
+@pytest.mark.slow
 def test_localisation_by_model_on_constructed_maps():
     """A map that is the object's mask points at it and holds all its energy on any model; a map
     on the image's corner never does; the model-blind edges are the same on both models."""

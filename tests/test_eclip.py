@@ -16,6 +16,7 @@ def _targets(k, dim=512, dtype=torch.float64, seed=3):
     return F.normalize(torch.randn(k, dim, generator=g, dtype=dtype), dim=-1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["faithful", "reference"])
 @pytest.mark.parametrize("loosened", [True, False])
 @pytest.mark.parametrize("k", [3, 20], ids=["reverse-mode", "forward-mode"])
@@ -33,6 +34,7 @@ def test_image_routes_agree_in_float64(vit_b16_f64, images_224, mode, loosened, 
     assert torch.equal(sg, sa)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["faithful", "reference"])
 @pytest.mark.parametrize("loosened", [True, False])
 def test_text_routes_agree_in_float64(vit_b16_f64, tokenizer_b16, mode, loosened):
@@ -59,6 +61,7 @@ def test_image_routes_agree_in_float32(vit_b16, images_224):
     assert rel <= 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["grad_eclip", "attention_eclip"])
 def test_k_targets_in_one_call_equal_k_single_calls(vit_b16, images_224, method):
     t = _targets(3, dtype=torch.float32)
@@ -69,6 +72,7 @@ def test_k_targets_in_one_call_equal_k_single_calls(vit_b16, images_224, method)
         assert torch.allclose(together.scores[:, k], single.scores[:, 0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_more_targets_than_embedding_dims_uses_the_jacobian(vit_b16, images_224):
     """K > E switches to contracting one Jacobian; the maps must not change."""
     t = _targets(520, dtype=torch.float32)
@@ -77,6 +81,7 @@ def test_more_targets_than_embedding_dims_uses_the_jacobian(vit_b16, images_224)
     assert torch.allclose(many.maps[:, [0, 257, 519]], few.maps, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_faithful_score_is_the_original_models(vit_b16, images_224):
     t = _targets(3, dtype=torch.float32)
     result = ec.explain(vit_b16, images_224, t, method="grad_eclip", mode="faithful")
@@ -87,6 +92,7 @@ def test_faithful_score_is_the_original_models(vit_b16, images_224):
     assert diff <= 1e-5
 
 
+@pytest.mark.slow
 def test_reference_score_differs_on_vit_b16(vit_b16, images_224):
     t = _targets(3, dtype=torch.float32)
     result = ec.explain(vit_b16, images_224, t, method="grad_eclip", mode="reference")
@@ -111,6 +117,7 @@ def test_reference_equals_original_for_one_head_model_at_native_size(one_head_cl
     assert diff <= 1e-5
 
 
+@pytest.mark.slow
 def test_reference_mode_explains_at_keep_size(vit_b16):
     from open_clip import image_transform
 

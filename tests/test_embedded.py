@@ -102,6 +102,7 @@ def test_attention_recomputation_matches_multihead_attention(embedded):
     assert torch.allclose(ours, reference, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_model_meets_its_targets_on_a_fresh_sample(embedded):
     """Measured here on scenes chapter 0 never sees (another seed); thresholds are the
     targets the model was trained to meet, less three standard errors of this sample size."""

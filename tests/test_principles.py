@@ -32,6 +32,7 @@ def noise_image(width, height, seed):
 # ----------------------------------------------------------------------------- P1
 
 
+@pytest.mark.slow
 def test_p1_faithful_passes_reference_fails_on_vit_b16(vit_b16, tokenizer_b16):
     bundle = (vit_b16, preprocess_of(vit_b16), tokenizer_b16)
     image = [noise_image(300, 200, 0)]  # keep-size 208x304 (13x19 patches) vs native 224 crop

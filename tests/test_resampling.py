@@ -6,6 +6,8 @@ import pytest
 import eclip_core as ec
 from eclip_core import studies
 
+pytestmark = pytest.mark.slow  # `make check` leaves it out; `make test` runs it
+
 
 @pytest.fixture(scope="module")
 def bundle():

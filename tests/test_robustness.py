@@ -419,6 +419,7 @@ def _frozen(bundle):
     return ec.LoadedModel(model, bundle.preprocess, bundle.tokenizer)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("state", ["frozen", "no_grad", "inference_mode", "frozen+inference_mode"])
 def test_explaining_does_not_depend_on_the_callers_grad_state(bundle, state):
     """Every method (every mode) and explain_text give the same result whatever the caller's

@@ -32,6 +32,7 @@ def _book(root: Path, cells: dict[str, str]) -> None:
         nbformat.write(nb, root / "notebooks" / f"{name}.ipynb")
 
 
+@pytest.mark.slow
 def test_a_failing_chapter_does_not_stop_the_others(tmp_path, capsys):
     _book(tmp_path / "book", {"a_fails": "assert model == 'mine', 'the model was ' + model",
                               "b_runs": "print('ran on', model)"})
@@ -45,6 +46,7 @@ def test_a_failing_chapter_does_not_stop_the_others(tmp_path, capsys):
     assert "ran on mine-typo" in ran.cells[-1].outputs[0]["text"]
 
 
+@pytest.mark.slow
 def test_the_kernels_log_is_quiet_and_the_cells_warnings_are_kept(tmp_path, capfd):
     """Executing a chapter prints no kernel start-up warnings (the kernel logs errors only, so
     an error of its own, such as a KeyboardInterrupt it catches while a loaded machine shuts it
@@ -57,6 +59,25 @@ def test_the_kernels_log_is_quiet_and_the_cells_warnings_are_kept(tmp_path, capf
     assert any("a warning of the chapter" in o.get("text", "") for o in outputs)
 
 
+@pytest.mark.slow
+def test_a_build_that_changes_no_output_leaves_the_notebook_as_it_was(tmp_path):
+    """In place, as `make book` runs: executing a chapter twice gives the same bytes (no run
+    times, durations or paths stored), and what nbval and the book read is kept."""
+    root = tmp_path / "book"
+    _book(root, {"same": "print(sum(range(10)))"})
+    notebook = root / "notebooks" / "same.ipynb"
+    stored = []
+    for _ in range(2):
+        assert main(["execute", "--root", str(root)]) == 0
+        stored.append(notebook.read_bytes())
+    assert stored[0] == stored[1]
+    nb = nbformat.reads(stored[0].decode(), 4)
+    assert "papermill" not in nb.metadata and nb.metadata["eclip"]["threads"] >= 2
+    assert all("execution" not in c.metadata and "papermill" not in c.metadata for c in nb.cells)
+    assert nb.cells[-1].outputs[0]["text"] == "45\n" and nb.cells[0].metadata["tags"] == ["parameters"]
+
+
+@pytest.mark.slow
 def test_parameters_need_an_output_folder(tmp_path):
     run = subprocess.run([sys.executable, "-m", "eclip_core.book", "execute", "-p", "model", "ViT-B-16"],
                          capture_output=True, text=True)

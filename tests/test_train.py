@@ -157,6 +157,7 @@ def test_training_normalisation_equals_open_clip_eval_preprocess():
     assert torch.equal(images_to_tensor([s.image for s in scenes], config["mean"], config["std"]), expected)
 
 
+@pytest.mark.slow
 def test_command_line_writes_a_loadable_model(tmp_path, capsys):
     record = main(["--out", str(tmp_path), "--steps", "3", "--batch-size", "8", "--workers", "0", "--threads", "1",
                    "--eval-every", "0", "--n-single", "40", "--n-multi", "20"])
@@ -168,6 +169,7 @@ def test_command_line_writes_a_loadable_model(tmp_path, capsys):
     assert features.shape == (1, 64)
 
 
+@pytest.mark.slow
 def test_styled_top1_is_the_zero_shot_top1_on_each_styles_own_scenes():
     """evaluate_embedded's held-out and seen style figures, recomputed directly: each style's
     scenes encoded, normalised, matched against every prompt, the top prompt's label compared."""
@@ -193,6 +195,7 @@ def test_styled_top1_is_the_zero_shot_top1_on_each_styles_own_scenes():
     assert "seen_styles" not in evaluate_embedded(model, n_single=8, n_multi=0, attention=False, styles=())
 
 
+@pytest.mark.slow
 def test_styles_given_as_objects_are_reported_by_name():
     """A Style object is scored like its name and reported under it (a style of one's own under
     its repr), so the metrics format and write as JSON; an unknown name is refused by name."""
@@ -212,6 +215,7 @@ def test_styles_given_as_objects_are_reported_by_name():
         evaluate_embedded(model, n_single=8, n_multi=0, attention=False, styles=("chequer",))
 
 
+@pytest.mark.slow
 def test_a_styled_run_is_evaluated_on_the_seen_styles_too(tmp_path):
     record = main(["--out", str(tmp_path), "--steps", "2", "--batch-size", "8", "--workers", "0",
                    "--style-fraction", "0.5", "--checkpoints", "--eval-every", "0", "--n-single", "8",
@@ -245,6 +249,7 @@ def test_shuffled_captions_are_a_seeded_permutation_of_each_batch():
     assert moved > 18  # most captions left their image
 
 
+@pytest.mark.slow
 def test_shuffled_captions_on_the_command_line(tmp_path):
     record = main(["--steps", "2", "--batch-size", "8", "--shuffle-captions", "--workers", "0",
                    "--eval-every", "0", "--n-single", "8", "--n-multi", "4", "--out", str(tmp_path)])

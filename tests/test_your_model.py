@@ -15,6 +15,8 @@ from safetensors.torch import save_file
 
 from eclip_core.book import ROOT, chapter_notebooks
 
+pytestmark = pytest.mark.slow  # `make check` leaves it out; `make test` runs it
+
 ARCH = "ViT-S-32"
 
 

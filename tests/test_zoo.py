@@ -132,6 +132,7 @@ def test_legrad_scores_and_each_blocks_relation_to_the_output(tiny):
 # ----------------------------------------------------------------------------- direct contributions
 
 
+@pytest.mark.slow
 def test_direct_terms_sum_to_the_embedding(vit_b16, images_224, tiny):
     """Every (block, head, token), MLP, embedding and bias term together is encode_image:
     1e-5 (relative to the embedding) in float32 on ViT-B-16, 1e-12 in float64 with layer scale."""
