@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 import eclip_core as ec
-from eclip_core import shapes
+from eclip_core.world import shapes
 from eclip_core.evaluation import evaluate
 
 BUDGET_SECONDS = 600

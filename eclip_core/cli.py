@@ -25,14 +25,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__, models, shapes
+from . import __version__, models
+from .clip import ClipModel
+from .departures import MODES
 from .errors import EclipError, InputError, one_line
-from .evaluation import evaluate, folder_items, scene_items
-from .explainers import METHODS, explain, get_method, parse_spec
+from .evaluation import evaluate, folder_items
+from .explainers import METHODS, Request, explain, resolve
 from .inputs import load_image
-from .models import DEFAULT_MODEL, LoadedModel, available_models, model_info
+from .models import DEFAULT_MODEL, available_models, model_info
 from .viz import MAX_PIXELS_PER_SIDE, comparison_grid, input_image, overlay, save_figure, write_atomically
-from .vocab import WORDS
+from .world import shapes
+from .world.vocab import WORDS
 
 PROG = "eclip"
 DEFAULT_METHOD = "attention_eclip"
@@ -134,7 +137,7 @@ class _Output:
             self.path.rmdir()
 
 
-def _load_bundle(args: argparse.Namespace) -> LoadedModel:
+def _load_model(args: argparse.Namespace) -> ClipModel:
     return models.load_model(args.model, args.pretrained, device=args.device)
 
 
@@ -183,11 +186,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.all_methods and args.method:
         raise _UsageError("--method and --all-methods cannot be used together")
     if args.all_methods:
-        methods = [m.name for m in METHODS.values() if args.mode in m.modes]
+        methods = [resolve(m, args.mode) for m in METHODS.values() if args.mode in m.modes]
         if not methods:
             raise InputError(f"no registered method supports mode {args.mode!r}")
     else:
-        methods = [get_method(args.method or DEFAULT_METHOD, args.mode).name]
+        methods = [resolve(args.method or DEFAULT_METHOD, args.mode)]
     texts = list(args.text)
     for i, text in enumerate(texts):
         if not text.strip():
@@ -202,30 +205,30 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise
 
 
-def _explain_all(args: argparse.Namespace, methods: list[str], texts: list[str], out: _Output) -> int:
+def _explain_all(args: argparse.Namespace, methods: list[Request], texts: list[str], out: _Output) -> int:
     _loading(args)
-    bundle = _load_bundle(args)
-    _, preprocess, _ = bundle
+    model = _load_model(args)
     stems = _unique([Path(p).stem or "image" for p in args.images])
     slugs = _unique([slug(t) for t in texts])
     for path, stem in zip(args.images, stems):
         image = load_image(path)  # one at a time: memory stays bounded by one image
         grid_maps, grid_scores, grid_original, view = {}, {}, {}, None
-        for number, method in enumerate(methods, start=1):
-            options = {"progress": True} if not args.quiet and "progress" in METHODS[method].options else {}
+        for number, request in enumerate(methods, start=1):
+            method = request.name
+            options = {"progress": True} if not args.quiet and "progress" in request.method.options else {}
             if len(methods) > 1:  # the long case: say what runs (RISE adds its own progress bar)
                 _say(args, f"[{number}/{len(methods)}] {method} on {Path(path).name} ...")
             start = time.perf_counter()
-            result = explain(bundle, [image], texts, method=method, mode=args.mode, **options)
+            result = explain(model, [image], texts, resolve(request, options=options))
             seconds = time.perf_counter() - start
             maps = result.maps[0].detach().float().cpu()  # (K, gh, gw), finite (checked by explain)
             scores = result.scores[0].detach().float().cpu()
             if not (torch.isfinite(maps).all() and torch.isfinite(scores).all()):
                 raise EclipError(f"{method} produced NaN or Inf values for {path}: refusing to write them "
                                  f"(check the model's weights)")
-            if view is None:
-                view = (input_image(image, preprocess) if args.mode == "faithful"
-                        else input_image(image, size=result.input_size))
+            if view is None:  # the picture the explained forward pass saw
+                view = (input_image(image, size=result.input_size) if result.departures.keep_size
+                        else input_image(image, model.preprocess))
             for k, (text, text_slug) in enumerate(zip(texts, slugs)):
                 base = f"{stem}__{text_slug}__{method}__{args.mode}"  # stems may hold dots: no with_suffix
                 out.npy(f"{base}.npy", maps[k].numpy())
@@ -266,15 +269,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise _UsageError("--images and --labels go together")
     if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise _UsageError(f"--out must end in .csv or .json, got {args.out!r}")
-    methods = [str(parse_spec(spec)) for spec in (args.methods or [m.name for m in METHODS.values()])]
+    methods = [resolve(spec) for spec in (args.methods or [m.name for m in METHODS.values()])]
     out = _Output(Path(args.out).parent) if args.out is not None else None
     _loading(args)
-    bundle = _load_bundle(args)
+    model = _load_model(args)
     if args.images is not None:
         items, texts = folder_items(Path(args.images), Path(args.labels)), None
     else:
-        items, texts = scene_items(shapes.eval_set(args.n_images, n_objects=args.n_objects)), shapes.prompts()
-    result = evaluate(bundle, items, methods, texts=texts, steps=args.steps, seed=args.seed,
+        items, texts = shapes.scene_items(shapes.eval_set(args.n_images, n_objects=args.n_objects)), shapes.prompts()
+    result = evaluate(model, items, methods, texts=texts, steps=args.steps, seed=args.seed,
                       rise_masks=args.rise_masks, protocol=args.protocol, progress=not args.quiet)
     table = result.table()
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.precision", 4):
@@ -330,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a text to explain the image for (repeat for several)")
     explain.add_argument("--method", "-m", default=None,
                          help=f"explainer (default: {DEFAULT_METHOD}; see 'eclip methods')")
-    explain.add_argument("--mode", default="faithful", choices=("faithful", "reference"),
+    explain.add_argument("--mode", default="faithful", choices=MODES,
                          help="faithful: the model's own forward pass (default); reference: the "
                               "published Grad-ECLIP code's departures (keep-size input, one-head recompute)")
     explain.add_argument("--all-methods", action="store_true",

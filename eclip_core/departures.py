@@ -18,8 +18,12 @@ everything that ran differently; a faithful explanation's list is empty:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .errors import InputError
+
+if TYPE_CHECKING:  # the words name the model's own numbers; nothing here reads a model's internals
+    from .clip import ClipModel
 
 MODES = ("faithful", "reference")
 BRANCHES = ("image", "text")
@@ -66,38 +70,37 @@ class Departures:
         """The same departures with ``notes`` added (itself when there are none)."""
         return replace(self, notes=self.notes + tuple(notes)) if notes else self
 
-    def describe(self, model=None, *, input_size: tuple[int, int] | None = None,
+    def describe(self, model: ClipModel | None = None, *, input_size: tuple[int, int] | None = None,
                  branch: str = "image") -> list[str]:
         """Everything that ran differently from the deployed model, in words ([] for none).
 
-        With ``model`` the words name its own numbers ("1 head instead of 12", "instead of
-        224x224"); ``input_size`` is the (H, W) that was explained (keep-size input);
-        ``branch`` picks the image branch's departures or the text branch's.
+        With ``model`` (a :class:`~eclip_core.clip.ClipModel`) the words name its own numbers
+        ("1 head instead of 12", "instead of 224x224"); ``input_size`` is the (H, W) that was
+        explained (keep-size input); ``branch`` picks the image branch's departures or the
+        text branch's.
         """
-        from . import trace  # the one reader of the model
-
         if branch not in BRANCHES:
             raise InputError(f"branch must be one of {', '.join(BRANCHES)}, got {branch!r}")
         out = []
         if self.heads is not None:
             where = "last vision block" if branch == "image" else "explained text blocks"
-            own = f" instead of {trace.heads(model, 'vision' if branch == 'image' else 'text')}" if model else ""
+            own = f" instead of {model.heads('vision' if branch == 'image' else 'text')}" if model else ""
             out.append(f"{where} recomputed with {self.heads} head{'s' if self.heads > 1 else ''} "
                        f"over the full width{own}")
-        native = tuple(trace.image_size(model)) if model is not None else None
+        native = tuple(model.image_size) if model is not None else None
         if self.keep_size and branch == "image" and not (input_size is not None and tuple(input_size) == native):
             # (a keep-size input of the model's own size is the model's input: nothing departed)
             if input_size is None:
                 size = "keep-size input (aspect kept, sides rounded to the patch)"
             else:
                 size = f"input {input_size[0]}\u00d7{input_size[1]}"
-            own = "\u00d7".join(map(str, trace.image_size(model))) if model else ""
+            own = "\u00d7".join(map(str, native)) if native else ""
             out.append(f"{size} with interpolated positional embeddings" + (f" instead of {own}" if own else ""))
         if self.minmax_all_tokens and branch == "text":
             out.append("loosened term min-max normalised over every position, not the explained tokens")
         return out + list(self.notes)
 
-    def summary(self, model=None, **kwargs) -> str:
+    def summary(self, model: ClipModel | None = None, **kwargs) -> str:
         """:meth:`describe` on one line ('none' for the original model)."""
         return "; ".join(self.describe(model, **kwargs)) or "none"
 

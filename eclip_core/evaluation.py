@@ -2,8 +2,9 @@
 
 Used by the command line, the principles and the book. Items are images with the text
 to explain, and where known the target's ground-truth mask and the texts that count as
-a right zero-shot answer: :func:`scene_items` makes them from the shapes world,
-:func:`folder_items` from a folder of photographs and a labels file. Results are pandas
+a right zero-shot answer: :func:`folder_items` makes them from a folder of photographs and
+a labels file, and a data set of its own (the shapes world's scenes) from anything with an
+``evaluation_item(index)`` method. Results are pandas
 DataFrames: :attr:`Evaluation.per_image` (one row per method and item) and
 :meth:`Evaluation.table` (one row per method, the metrics' means).
 """
@@ -26,26 +27,12 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import shapes
+from .clip import ClipModel
 from .errors import InputError, one_line
-from .explainers import METHODS, Spec, all_specs, explain, parse_spec
-from .inputs import (
-    check_image_tensor,
-    load_image,
-    model_dtype_device,
-    native_batch,
-    text_targets,
-    to_model_input,
-    unpack,
-)
-from .metrics import (
-    DEFAULT_STEPS,
-    DELETION_DIRECTION,
-    INSERTION_DIRECTION,
-    energy_in_mask,
-    perturbation_curves,
-    pointing_game,
-)
+from .explainers import Request, all_requests, explain, resolve
+from .inputs import check_image_tensor, load_image, to_model_input
+from .metrics import DEFAULT_STEPS, direction, energy_in_mask, perturbation_curves, pointing_game
+from .models import Model, as_model
 from .timing import median_seconds
 
 
@@ -55,7 +42,8 @@ class Item:
 
     ``mask``: (H, W) booleans over the image as the model sees it (shapes scenes: the
     target object); ``answers``: the texts whose zero-shot top-1 counts as right
-    (default: the target alone); ``name``: for reports.
+    (default: the target alone); ``name``: for reports; ``classes``: the zero-shot classes of
+    the data set the item comes from (the default texts of an evaluation of such items).
     """
 
     image: Any
@@ -63,18 +51,25 @@ class Item:
     mask: np.ndarray | None = None
     answers: frozenset[str] = frozenset()
     name: str = ""
+    classes: tuple[str, ...] = ()
 
     @property
     def right_answers(self) -> frozenset[str]:
         return self.answers or frozenset({self.target})
 
 
-def scene_items(scenes: Sequence[shapes.Scene]) -> list[Item]:
-    """Shapes scenes as items: the target is the first object's prompt ("a red circle"), its
-    mask the ground truth, and any object's prompt a right answer."""
-    return [Item(s.image, f"a {s.objects[0].phrase}", s.objects[0].mask,
-                 frozenset(f"a {o.phrase}" for o in s.objects), f"scene {i}")
-            for i, s in enumerate(scenes)]
+def as_items(items: Sequence[Any]) -> list[Item]:
+    """:class:`Item` objects as they are; anything else through its own ``evaluation_item(index)``
+    (a shapes scene makes its item: its first object's prompt, mask and right answers)."""
+    given = list(items)
+    if not given:
+        raise InputError("nothing to evaluate: no items")
+    out = [it if isinstance(it, Item) else it.evaluation_item(i) if hasattr(it, "evaluation_item") else None
+           for i, it in enumerate(given)]
+    if any(it is None for it in out):
+        raise InputError("evaluate takes Item objects, or objects with an evaluation_item(index) method "
+                         "(shapes scenes)")
+    return out  # type: ignore[return-value]
 
 
 def folder_items(images_dir: Path, labels: Path) -> list[Item]:
@@ -110,17 +105,23 @@ def folder_items(images_dir: Path, labels: Path) -> list[Item]:
     return items
 
 
-def method_options(spec: str | Spec, *, rise_masks: int = 500, seed: int = 0) -> dict[str, Any]:
+def method_options(spec: str | Request, *, rise_masks: int = 500, seed: int = 0) -> dict[str, Any]:
     """What an evaluation sets for a method, among the options it declares: RISE's mask
     count and the seed of anything random."""
     wanted = {"n_masks": rise_masks, "seed": seed}
-    declared = METHODS[parse_spec(spec).name].options
+    declared = resolve(spec).method.options
     return {name: value for name, value in wanted.items() if name in declared}
 
 
-def zero_shot_predictions(bundle, images, texts: Sequence[str] | torch.Tensor) -> torch.Tensor:
+def evaluation_request(spec: str | Request, *, rise_masks: int = 500, seed: int = 0) -> Request:
+    """``spec`` with what an evaluation sets for it (:func:`method_options`) under its own options."""
+    return resolve(spec, options={**method_options(spec, rise_masks=rise_masks, seed=seed),
+                                  **(spec.options if isinstance(spec, Request) else {})})
+
+
+def zero_shot_predictions(model: Model, images, texts: Sequence[str] | torch.Tensor) -> torch.Tensor:
     """(B,) index of the original model's top-1 text for each image, on its own pipeline."""
-    return zero_shot_scores(bundle, images, texts).argmax(-1)
+    return zero_shot_scores(model, images, texts).argmax(-1)
 
 
 #: Images per forward pass in :func:`zero_shot_scores`: thousands at once run slower than
@@ -128,11 +129,11 @@ def zero_shot_predictions(bundle, images, texts: Sequence[str] | torch.Tensor) -
 ZERO_SHOT_BATCH = 256
 
 
-def zero_shot_scores(bundle, images, texts: Sequence[str] | torch.Tensor, *,
+def zero_shot_scores(model: Model, images, texts: Sequence[str] | torch.Tensor, *,
                      batch_size: int = ZERO_SHOT_BATCH) -> torch.Tensor:
-    """(B, K) the original model's cosine of each image with each text, on its own pipeline;
-    the images go through the model ``batch_size`` at a time."""
-    model, preprocess, tokenizer = unpack(bundle)
+    """(B, K) the original model's cosine of each image with each text, on its own pipeline
+    (:meth:`ClipModel.cosine`); the images go through the model ``batch_size`` at a time."""
+    clip = as_model(model)
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     if isinstance(images, torch.Tensor):
@@ -140,18 +141,12 @@ def zero_shot_scores(bundle, images, texts: Sequence[str] | torch.Tensor, *,
         if images.ndim != 4:
             raise InputError(f"an image tensor must be a preprocessed batch (N, 3, H, W), "
                              f"got shape {tuple(images.shape)}")
-    elif preprocess is None:
+    elif clip.preprocess is None:
         raise InputError("PIL images need the model's preprocess")
     else:
         images = list(images)
-    dtype, device = model_dtype_device(model)
-    targets = text_targets(model, tokenizer, texts)
-    scores = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        x = chunk if isinstance(chunk, torch.Tensor) else native_batch(chunk, preprocess).to(device, dtype)
-        with torch.no_grad():
-            scores.append(F.normalize(model.encode_image(x), dim=-1) @ targets.T)
+    targets = clip.text_embeddings(texts)
+    scores = [clip.cosine(images[start:start + batch_size], targets) for start in range(0, len(images), batch_size)]
     if not scores:
         raise InputError("no images to score")
     return torch.cat(scores)
@@ -200,7 +195,7 @@ class Evaluation:
         return {k: (v if k == "fractions" else v.mean(0)) for k, v in curves.items()}
 
 
-def _forward_seconds(model, images: torch.Tensor, batch_size: int) -> float:
+def _forward_seconds(model: ClipModel, images: torch.Tensor, batch_size: int) -> float:
     """Median time of one ``encode_image`` per batch, summed over the batches."""
     total = 0.0
     with torch.no_grad():
@@ -223,37 +218,37 @@ def _batches(items: Sequence[Item], batch_size: int, keep_size: bool) -> list[tu
     return out
 
 
-def _target_maps(bundle, spec: Spec, items: Sequence[Item], images: torch.Tensor, targets: torch.Tensor,
-                 target_idx: list[int], options: dict[str, Any], batch_size: int,
+def _target_maps(model: ClipModel, request: Request, items: Sequence[Item], images: torch.Tensor,
+                 targets: torch.Tensor, target_idx: list[int], batch_size: int,
                  timing: bool, progress: bool) -> tuple[list[torch.Tensor], float]:
     """Each item's map of its own target on the model's own input: the targets are paired with
     the images, so each image costs its own target only (a method whose maps depend on the set
     of prompts is given every text, and each image's map of its own target is kept). Keep-size
     maps cover the whole image: they are placed on the model's input (resized and centre-cropped
     like the image) by ``to_model_input``."""
-    method = METHODS[spec.name]
-    keep_size = method.check(spec.mode, options).keep_size
-    preprocess = unpack(bundle)[1]
-    own = targets if method.prompt_set else targets[target_idx][:, None]  # (K, E) or (N, 1, E)
+    prompt_set = request.method.prompt_set
+    keep_size = request.departures.keep_size
+    own = targets if prompt_set else targets[target_idx][:, None]  # (K, E) or (N, 1, E)
     if timing:  # untimed warm-up: one-time costs are not the method's cost per image
-        explain(bundle, [items[0].image] if keep_size else images[:1], own[:1], spec.name, spec.mode, **options)
+        explain(model, [items[0].image] if keep_size else images[:1], own[:1], request)
     maps: list[torch.Tensor] = []
     seconds = 0.0
-    for start, stop in tqdm(_batches(items, batch_size, keep_size), desc=f"{spec} maps",
+    for start, stop in tqdm(_batches(items, batch_size, keep_size), desc=f"{request} maps",
                             disable=not progress, leave=False):
         x = [it.image for it in items[start:stop]] if keep_size else images[start:stop]
         began = time.perf_counter()
-        e = explain(bundle, x, own if method.prompt_set else own[start:stop], spec.name, spec.mode, **options)
+        e = explain(model, x, own if prompt_set else own[start:stop], request)
         seconds += time.perf_counter() - began
         batch = e.maps.detach().cpu()
         for i in range(stop - start):
-            one = batch[i, target_idx[start + i] if method.prompt_set else 0]
+            one = batch[i, target_idx[start + i] if prompt_set else 0]
             # in float64, as the metrics upsample: a square image's map is scored exactly as before
-            maps.append(to_model_input(one.double(), items[start + i].image.size, preprocess) if keep_size else one)
+            maps.append(to_model_input(one.double(), items[start + i].image.size, model.preprocess)
+                        if keep_size else one)
     return maps, seconds
 
 
-def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str] | None = None,
+def evaluate(model: Model, items: Sequence[Any], methods: Sequence[str | Request] | None = None,
              *, texts: Sequence[str] | None = None, options: dict[str, dict[str, Any]] | None = None,
              steps: int = DEFAULT_STEPS, protocol: str = "ours", baseline: str | None = None,
              ties: str | None = None,
@@ -263,12 +258,12 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
              progress: bool = False) -> Evaluation:
     """Explain every item's target with each method and score the maps; see :class:`Evaluation`.
 
-    ``items``: :class:`Item` objects or shapes scenes (:func:`scene_items`). ``methods``:
-    ``"name"`` or ``"name:mode"`` (default: every registered method, every mode).
-    ``texts``: the zero-shot classes (default: the shapes prompts for scenes, else the
-    distinct targets); every target must be among them. ``options``: per method spec,
-    options for ``explain`` (default: :func:`method_options` with ``rise_masks`` and
-    ``seed``). Deletion / insertion follow ``protocol`` and ``baseline``
+    ``items``: :class:`Item` objects, or objects that make one (``evaluation_item(index)``:
+    shapes scenes). ``methods``: ``"name"``, ``"name:mode"`` or requests (default: every
+    registered method, every mode). ``texts``: the zero-shot classes (default: the items'
+    ``classes`` where they name them, else the distinct targets); every target must be among
+    them. ``options``: per method label, options for ``explain`` (default:
+    :func:`method_options` with ``rise_masks`` and ``seed``). Deletion / insertion follow ``protocol`` and ``baseline``
     and ``ties`` (:func:`~eclip_core.metrics.perturbation_curves`) on the original model's own input;
     pointing game and energy need a mask. ``curves``: which perturbation curves to measure
     (``()``: localisation only, no forward pass per perturbation). ``timing``: measure the
@@ -277,35 +272,30 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
     kept maps of an earlier evaluation of the same items, per method spec, scored again
     (e.g. under another protocol) instead of explaining anew; a spec they lack is explained.
     """
-    given: list[Any] = list(items)
-    if not given:
-        raise InputError("nothing to evaluate: no items")
-    if all(isinstance(it, shapes.Scene) for it in given):
-        texts = shapes.prompts() if texts is None else texts
-        given = scene_items(given)
-    elif not all(isinstance(it, Item) for it in given):
-        raise InputError("evaluate takes Item objects or shapes scenes")
+    given = as_items(items)
     # decoded once: the keep-size input and the placement of its maps need the image
     cases: list[Item] = [it if isinstance(it.image, Image.Image)
                          else dataclasses.replace(it, image=load_image(it.image)) for it in given]
-    model, preprocess, tokenizer = unpack(bundle)
-    if preprocess is None or tokenizer is None:
-        raise InputError("evaluate needs a (model, preprocess, tokenizer) bundle")
-    bundle = (model, preprocess, tokenizer)
-    texts = list(texts) if texts is not None else list(dict.fromkeys(it.target for it in cases))
+    clip = as_model(model)
+    if clip.preprocess is None or clip.tokenizer is None:
+        raise InputError("evaluate needs the model's preprocess and tokenizer (a load_model() result)")
+    classes = {it.classes for it in cases}
+    if texts is None:
+        texts = list(classes.pop()) if len(classes) == 1 and () not in classes \
+            else list(dict.fromkeys(it.target for it in cases))
+    texts = list(texts)
     missing = sorted({it.target for it in cases} - set(texts))
     if missing:
         raise InputError(f"targets not among the texts: {', '.join(map(repr, missing[:5]))}")
-    specs = [parse_spec(m) for m in methods] if methods else all_specs()
-    dtype, device = model_dtype_device(model)
-    images = native_batch([it.image for it in cases], preprocess).to(device, dtype)
-    targets = text_targets(model, tokenizer, texts)
+    requests = [resolve(m) for m in methods] if methods else all_requests()
+    images = clip.native_input([it.image for it in cases])
+    targets = clip.text_embeddings(texts)
     target_idx = [texts.index(it.target) for it in cases]
     with torch.no_grad():
-        predicted = (F.normalize(model.encode_image(images), dim=-1) @ targets.T).argmax(-1).tolist()
+        predicted = (F.normalize(clip.encode_image(images), dim=-1) @ targets.T).argmax(-1).tolist()
     right = [texts[p] in it.right_answers for p, it in zip(predicted, cases)]
     curve_batch = curve_batch or (64 if images.shape[-1] * images.shape[-2] <= 128 * 128 else 32)
-    forward = _forward_seconds(model, images, batch_size) if timing else float("nan")
+    forward = _forward_seconds(clip, images, batch_size) if timing else float("nan")
     unknown = set(curves) - {"deletion", "insertion"}
     if unknown:
         raise InputError(f"curves must be among 'deletion', 'insertion'; got {sorted(unknown)}")
@@ -313,20 +303,21 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
     measured: dict[str, dict[str, np.ndarray]] = {}
     seconds: dict[str, float] = {}
     kept: dict[str, list[torch.Tensor]] = {}
-    for spec in tqdm(specs, desc="evaluate", disable=not progress):
-        name = str(spec)
-        opts = (options or {}).get(name, method_options(spec, rise_masks=rise_masks, seed=seed))
+    for request in tqdm(requests, desc="evaluate", disable=not progress):
+        name = str(request)
+        request = resolve(request, options=(options or {}).get(name)) if options and name in options \
+            else evaluation_request(request, rise_masks=rise_masks, seed=seed)
         if maps is not None and name in maps:
             if len(maps[name]) != len(cases):
                 raise InputError(f"{len(maps[name])} maps given for {name!r}, for {len(cases)} items")
             spec_maps, seconds[name] = list(maps[name]), float("nan")
         else:
-            spec_maps, seconds[name] = _target_maps(bundle, spec, cases, images, targets, target_idx, opts,
+            spec_maps, seconds[name] = _target_maps(clip, request, cases, images, targets, target_idx,
                                                     batch_size, timing, progress)
         if keep_maps:
             kept[name] = spec_maps
-        results = {kind: perturbation_curves(model, images, spec_maps, targets, target_idx, kind=kind,
-                                             preprocess=preprocess, steps=steps, protocol=protocol, seed=seed,
+        results = {kind: perturbation_curves(clip, images, spec_maps, targets, target_idx, kind=kind,
+                                             steps=steps, protocol=protocol, seed=seed,
                                              batch_size=curve_batch, baseline=baseline, ties=ties)
                    for kind in curves}
         if results:
@@ -343,7 +334,8 @@ def evaluate(bundle, items: Sequence[Item | shapes.Scene], methods: Sequence[str
                 row["pointing_game"] = float(pointing_game(spec_maps[i], it.mask))
                 row["energy_in_mask"] = energy_in_mask(spec_maps[i], it.mask)
             rows.append(row)
-    notes = [DELETION_DIRECTION + "; " + INSERTION_DIRECTION, "pointing_game, energy_in_mask: higher is better"]
+    notes = [f"deletion: {direction('deletion_auc')}; insertion: {direction('insertion_auc')}",
+             f"pointing_game, energy_in_mask: {direction('pointing_game')}"]
     if results:
         curve = next(iter(results.values()))[0]
         order = ties or ("raster" if protocol == "ours" else "random")

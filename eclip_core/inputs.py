@@ -1,8 +1,9 @@
 """User input in one place: images read once, texts tokenized, both turned into tensors.
 
 Images (paths or PIL) are decoded once by :func:`load_image`; texts are checked and
-tokenized by :func:`tokenize`; :func:`prepare_images` and :func:`text_targets` turn them
-into what an explainer takes.
+tokenized by :func:`tokenize`; the model's own operations
+(:meth:`eclip_core.clip.ClipModel.prepare`, :meth:`~eclip_core.clip.ClipModel.text_embeddings`)
+turn them into what an explainer takes.
 
 Two pipelines matter for the paper: the model's **native** preprocess (open_clip's
 resize + centre crop + normalise), which every prediction and every metric uses, and
@@ -21,20 +22,17 @@ from __future__ import annotations
 
 import struct
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import CenterCrop, InterpolationMode, Normalize, Resize
 from torchvision.transforms import functional as TF
 
 from . import maps as maps_
-from . import trace
-from .departures import FAITHFUL, Departures
 from .errors import InputError, one_line
 
 #: What ``explain`` accepts as images: paths, PIL images, or a preprocessed tensor.
@@ -269,23 +267,6 @@ def to_model_input(saliency: torch.Tensor, image_size: tuple[int, int], preproce
     return out if at_pixels else maps_.upsample(out, canvas)
 
 
-# ----------------------------------------------------------------------------- model bundles
-
-
-def unpack(model, preprocess=None, tokenizer=None) -> tuple[Any, Callable | None, Callable | None]:
-    """Accept a ``load_model`` result (model, preprocess, tokenizer) or a bare model."""
-    if isinstance(model, tuple):
-        model, pre, tok = model[:3]
-        preprocess, tokenizer = preprocess or pre, tokenizer or tok
-    return model, preprocess, tokenizer
-
-
-def model_dtype_device(model) -> tuple[torch.dtype, torch.device]:
-    """The dtype and device of the model's parameters."""
-    p = next(model.parameters())
-    return p.dtype, p.device
-
-
 # ----------------------------------------------------------------------------- images
 
 
@@ -296,36 +277,6 @@ def as_list(images) -> list:
             raise InputError("no images given")
         return list(images)
     return [images]
-
-
-def prepare_images(model, preprocess, images: Images,
-                   departures: Departures = FAITHFUL) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(tensor to explain, the same images through the model's own pipeline, or None).
-
-    Paths and PIL images are decoded once; they go through ``preprocess`` and, with
-    ``departures.keep_size``, also through the published code's keep-size pipeline. A
-    tensor is taken as already preprocessed: (B, 3, H, W) or one (3, H, W) image.
-    """
-    dtype, device = model_dtype_device(model)
-    if isinstance(images, torch.Tensor):
-        x = check_image_tensor(images).to(device, dtype)
-        if x.ndim == 3:
-            x = x[None]
-        trace.check_images(model, x, departures)
-        native = tuple(x.shape[-2:]) == trace.image_size(model)
-        return x, (x if native else None)
-    if preprocess is None:
-        raise InputError("PIL images need the model's preprocess: pass preprocess= or a load_model() result")
-    pil = [load_image(im) for im in as_list(images)]
-    original = native_batch(pil, preprocess).to(device, dtype)
-    if not departures.keep_size:
-        return original, original
-    patch = trace.patch_size(model)[0]
-    keep = [keep_size_tensor(im, preprocess, patch) for im in pil]
-    if len({tuple(t.shape) for t in keep}) > 1:
-        raise InputError("the keep-size input explains each image at its own resolution; these images "
-                         "have different sizes: explain them one call each")
-    return torch.stack(keep).to(device, dtype), original
 
 
 def check_image_tensor(images: torch.Tensor) -> torch.Tensor:
@@ -339,15 +290,6 @@ def check_image_tensor(images: torch.Tensor) -> torch.Tensor:
         raise InputError(f"an image tensor must be float and already preprocessed with the model's "
                          f"preprocess, got dtype {images.dtype}; pass PIL images or paths instead")
     return images
-
-
-def image_targets(model, preprocess, images) -> torch.Tensor:
-    """(K, E) unit-norm image embeddings from images, a preprocessed batch, or embeddings."""
-    if isinstance(images, torch.Tensor) and images.ndim == 2:
-        return check_targets(images, trace.embed_dim(model), model_dtype_device(model)[0])
-    x, _ = prepare_images(model, preprocess, images)
-    with torch.no_grad():
-        return F.normalize(model.encode_image(x), dim=-1)
 
 
 # ----------------------------------------------------------------------------- texts
@@ -382,47 +324,9 @@ def check_targets(targets: torch.Tensor, embed_dim: int | None,
     return (targets / norms[:, None]).to(dtype or targets.dtype)
 
 
-def text_targets(model, tokenizer, texts) -> torch.Tensor:
-    """(K, E) unit-norm text embeddings of the original model, from strings or embeddings
-    ((K, E), or (B, K, E) per image, kept in that shape)."""
-    dtype, device = model_dtype_device(model)
-    if isinstance(texts, torch.Tensor):
-        if texts.ndim == 3:
-            flat = check_targets(texts.flatten(0, 1).to(device), trace.embed_dim(model), dtype)
-            return flat.reshape(texts.shape)
-        return check_targets(texts.to(device), trace.embed_dim(model), dtype)
-    tokens = tokenize(tokenizer, texts).to(device)
-    with torch.no_grad():
-        embeddings = F.normalize(model.encode_text(tokens), dim=-1)
-    if not torch.isfinite(embeddings).all():
-        raise InputError("the text tower produced NaN or Inf text embeddings (check the model's weights)")
-    return embeddings
-
-
 def is_paired(texts) -> bool:
     """Whether ``texts`` gives each image its own list of texts (a list of lists)."""
     return isinstance(texts, (list, tuple)) and bool(texts) and all(isinstance(t, (list, tuple)) for t in texts)
-
-
-def paired_text_targets(model, tokenizer, texts: Sequence[Sequence[str]],
-                        batch: int) -> tuple[torch.Tensor, list[int]]:
-    """(B, K, E) unit-norm targets and the B list lengths: image ``b`` is explained for its
-    own texts ``texts[b]``, which fill ``[b, :len(texts[b])]``; K is the longest list and
-    shorter lists are padded with zero vectors. Each distinct text is embedded once.
-    """
-    if len(texts) != batch:
-        raise InputError(f"{len(texts)} lists of texts for {batch} images: give one list per image")
-    lengths = [len(t) for t in texts]
-    if 0 in lengths:
-        raise InputError(f"image {lengths.index(0)} has an empty list of texts: every image needs at "
-                         f"least one text to be explained for")
-    distinct = list(dict.fromkeys(text for per_image in texts for text in per_image))
-    embeddings = text_targets(model, tokenizer, distinct)
-    padded = embeddings.new_zeros(batch, max(lengths), embeddings.shape[-1])
-    for b, per_image in enumerate(texts):
-        index = torch.tensor([distinct.index(text) for text in per_image], device=embeddings.device)
-        padded[b, :len(per_image)] = embeddings[index]
-    return padded, lengths
 
 
 def tokenize(tokenizer, texts: str | Sequence[str]) -> torch.Tensor:

@@ -1,4 +1,12 @@
-"""Load the embedded default model or any open_clip ViT, with its preprocess and tokenizer."""
+"""The door: any CLIP becomes a :class:`~eclip_core.clip.ClipModel` here, once.
+
+:func:`as_model` converts what a user passes (a :class:`ClipModel`, a ``load_model()``
+result, a bare CLIP with its preprocess and tokenizer) into the typed model, picking its
+family from :data:`FAMILIES`; every entry point calls it, and nothing below it unpacks a
+model again. :func:`load_model` builds one by name: a model a package registered under a
+name (the embedded eclip-shapes models, :func:`register_model`), or an open_clip
+architecture with a tag (from open_clip's cache), a checkpoint file, or random weights.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlparse
@@ -20,26 +29,87 @@ import open_clip
 import torch
 from safetensors.torch import load_file
 
-from . import embedded
-from .errors import ModelLoadError, UnsupportedModelError, one_line
-from .trace import SUPPORTED, text_tower, vision_tower
+from .clip import ClipModel
+from .departures import FAITHFUL, Departures
+from .errors import InputError, ModelLoadError, UnsupportedModelError, one_line
+from .trace import Trace
+from .trace.encoders import EncoderModel
+from .trace.open_clip import SUPPORTED, OpenClipModel, text_tower
 
+#: The model of ``load_model()`` with no name (registered by :mod:`eclip_core.world.embedded`).
 DEFAULT_MODEL = "eclip-shapes"
-SHUFFLED_MODEL = "eclip-shapes-shuffled"  # the same, trained on captions shuffled across images
-#: The embedded model's training run caught after each of ``embedded.SERIES_STEPS`` steps
-#: (the last name is the embedded model itself).
-SERIES_MODELS: dict[str, int] = {f"{DEFAULT_MODEL}-step-{step}": step for step in embedded.SERIES_STEPS}
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 #: Seconds to wait for the weights' host before saying it is unreachable.
 HOST_TIMEOUT = 5.0
 
+#: The families of models, each one module of :mod:`eclip_core.trace`: the first whose
+#: ``accepts`` takes a module wraps it (and may still refuse it, in one line). Last, any module
+#: with an ``encode_image``: known by its encoders only, it has nothing to trace.
+FAMILIES: list[type[ClipModel]] = [OpenClipModel, EncoderModel]
 
-class LoadedModel(NamedTuple):
-    """``model, preprocess, tokenizer = load_model(...)``."""
+#: What the entry points accept as a model.
+Model = Any
 
-    model: torch.nn.Module
-    preprocess: Callable
-    tokenizer: Callable
+
+def as_model(model: Model, preprocess: Callable | None = None, tokenizer: Callable | None = None) -> ClipModel:
+    """The typed model of whatever the caller passed: a :class:`ClipModel` as it is (with
+    ``preprocess`` / ``tokenizer`` replacing its own where given), a ``(model, preprocess,
+    tokenizer)`` tuple, or a bare CLIP module of a known family. A model no family traces is
+    refused here, in one line."""
+    if isinstance(model, ClipModel):
+        if preprocess is None and tokenizer is None:
+            return model
+        return type(model)(model.module, preprocess or model.preprocess, tokenizer or model.tokenizer,
+                           name=model.name)
+    if isinstance(model, tuple):
+        if len(model) < 1:
+            raise InputError("expected a CLIP model or a (model, preprocess, tokenizer) tuple, got ()")
+        module, pre, tok = (tuple(model) + (None, None))[:3]
+        model, preprocess, tokenizer = module, preprocess or pre, tokenizer or tok
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"expected a CLIP model (a load_model() result or a torch module), "
+                         f"got {type(model).__name__}")
+    for family in FAMILIES:
+        if family.accepts(model):
+            return family(model, preprocess, tokenizer)
+    raise UnsupportedModelError(f"unsupported model {type(model).__name__}: no family of eclip traces it; "
+                                f"supported: {SUPPORTED}")
+
+
+def trace_vision(model: Model, images: torch.Tensor, departures: Departures = FAITHFUL, *,
+                 record: str = "all") -> Trace:
+    """The recorded forward pass of the image tower (see :meth:`ClipModel.trace_vision`):
+    with :data:`~eclip_core.departures.FAITHFUL` it reproduces ``model.encode_image``."""
+    return as_model(model).trace_vision(images, heads=departures.heads, keep_size=departures.keep_size,
+                                        record=record)
+
+
+def trace_text(model: Model, tokens: torch.Tensor, departures: Departures = FAITHFUL, *,
+               explained: int = 1, differentiable: bool = False) -> Trace:
+    """The recorded forward pass of the text tower (see :meth:`ClipModel.trace_text`)."""
+    return as_model(model).trace_text(tokens, heads=departures.heads, explained=explained,
+                                      differentiable=differentiable)
+
+
+# ----------------------------------------------------------------------------- models by name
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    """A model a package ships under a name: how to load it, and a note for ``eclip methods``."""
+
+    name: str
+    load: Callable[[], ClipModel]
+    note: str
+
+
+#: Models known by name (the embedded ones, registered by :mod:`eclip_core.world.embedded`).
+NAMED_MODELS: dict[str, NamedModel] = {}
+
+
+def register_model(name: str, load: Callable[[], ClipModel], note: str) -> None:
+    """Make ``load_model(name)`` return ``load()``; ``note`` says what the model is."""
+    NAMED_MODELS[name] = NamedModel(name, load, note)
 
 
 class ModelInfo(NamedTuple):
@@ -52,8 +122,8 @@ class ModelInfo(NamedTuple):
 
 
 def available_models() -> list[str]:
-    """The embedded models, then every architecture open_clip knows."""
-    return [DEFAULT_MODEL, SHUFFLED_MODEL, *SERIES_MODELS] + sorted(open_clip.list_models())
+    """The models known by name, then every architecture open_clip knows."""
+    return list(NAMED_MODELS) + sorted(open_clip.list_models())
 
 
 def unknown_model(name: object) -> ModelLoadError:
@@ -70,15 +140,8 @@ def unknown_model(name: object) -> ModelLoadError:
 
 def model_info(name: str) -> ModelInfo:
     """Classify a model from its config: is its image tower a ViT, can eclip trace it."""
-    if name == DEFAULT_MODEL:
-        return ModelInfo(name, True, True, "embedded, 64x64 shapes world, no download")
-    if name == SHUFFLED_MODEL:
-        return ModelInfo(name, True, True, "embedded, trained on captions shuffled across images: "
-                                           "a model that learnt nothing about its images")
-    if name in SERIES_MODELS:
-        return ModelInfo(name, True, True, f"embedded, {DEFAULT_MODEL} after {SERIES_MODELS[name]} "
-                                           "training steps (the training series)")
-
+    if name in NAMED_MODELS:
+        return ModelInfo(name, True, True, NAMED_MODELS[name].note)
     config = open_clip.get_model_config(name)
     if config is None:
         raise unknown_model(name)
@@ -105,11 +168,10 @@ def model_info(name: str) -> ModelInfo:
 
 
 def load_model(name: str | None = None, pretrained: str | Path | None = None,
-               device: str | torch.device = "cpu") -> LoadedModel:
-    """The embedded model (no arguments, or ``"eclip-shapes"``), the same architecture trained on
-    shuffled captions (``"eclip-shapes-shuffled"``), the embedded model part-way through its
-    training (``"eclip-shapes-step-20"``, ... :data:`SERIES_MODELS`), or open_clip architecture
-    ``name``.
+               device: str | torch.device = "cpu") -> ClipModel:
+    """The embedded model (no arguments, or ``"eclip-shapes"``), another model registered by
+    name (``"eclip-shapes-shuffled"``, ``"eclip-shapes-step-20"``, ...: :func:`available_models`),
+    or open_clip architecture ``name``.
 
     ``pretrained`` is an open_clip tag (open_clip looks in its cache and downloads only
     then) or the path of a checkpoint: ``.safetensors``, or a PyTorch file read with
@@ -117,20 +179,13 @@ def load_model(name: str | None = None, pretrained: str | Path | None = None,
     nothing is downloaded. Unsupported towers are refused here, before any download
     and before any explaining.
     """
-    if name is None or (isinstance(name, str) and (name in (DEFAULT_MODEL, SHUFFLED_MODEL) or name in SERIES_MODELS)):
-        shipped = name or DEFAULT_MODEL
+    name = DEFAULT_MODEL if name is None else name
+    if isinstance(name, str) and name in NAMED_MODELS:
         if pretrained is not None:
-            raise ModelLoadError(f"{shipped} ships its own weights; pretrained= is not used with it")
-        # the directory is read at call time, so tests can point it elsewhere
-        directory = embedded.SHUFFLED_DIR if shipped == SHUFFLED_MODEL else embedded.EMBEDDED_DIR
-        step = SERIES_MODELS.get(shipped)
-        if step is not None and step != embedded.SERIES_STEPS[-1]:
-            directory = embedded.series_checkpoint_dir(step, embedded.SERIES_DIR)
-        try:
-            loaded = embedded.load_embedded(device="cpu", directory=directory)
-        except embedded.ModelLoadError as err:
-            raise ModelLoadError(f"cannot load the embedded model {shipped}: {one_line(err)}") from None
-        return LoadedModel(_to_device(loaded[0], device), *loaded[1:])
+            raise ModelLoadError(f"{name} ships its own weights; pretrained= is not used with it")
+        loaded = NAMED_MODELS[name].load()
+        _to_device(loaded.module, device)
+        return loaded
 
     if not isinstance(name, str) or name not in open_clip.list_models():
         raise unknown_model(name)
@@ -161,13 +216,14 @@ def load_model(name: str | None = None, pretrained: str | Path | None = None,
         except Exception as err:  # open_clip raises many types; the user needs one message
             raise ModelLoadError(f"could not load {name!r} with pretrained={str(pretrained)!r}: "
                                  f"{one_line(err)}") from None
-    vision_tower(model)
+    clip = OpenClipModel(model, preprocess, name=name)  # its image tower checked
     text_tower(model)
     try:
-        tokenizer = open_clip.get_tokenizer(name)
+        clip.tokenizer = open_clip.get_tokenizer(name)
     except Exception as err:
         raise ModelLoadError(f"cannot build the tokenizer of {name!r}: {one_line(err)}") from None
-    return LoadedModel(_to_device(model, device), preprocess, tokenizer)
+    _to_device(model, device)
+    return clip
 
 
 def random_clip(vision: dict[str, Any], *, embed_dim: int = 16, seed: int = 0, perturb: float = 0.2,
@@ -186,7 +242,7 @@ def random_clip(vision: dict[str, Any], *, embed_dim: int = 16, seed: int = 0, p
             for p in model.parameters():
                 if p.ndim == 1:
                     p.add_(perturb * torch.randn_like(p))
-    vision_tower(model)
+    OpenClipModel(model)  # refused here if it cannot be traced
     return model.to(dtype).eval()
 
 

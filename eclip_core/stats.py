@@ -27,6 +27,10 @@ class Interval(NamedTuple):
     def __str__(self) -> str:
         return f"{self.estimate:+.3f} [{self.low:+.3f}, {self.high:+.3f}] (n={self.n})"
 
+    def columns(self, name: str) -> dict[str, float]:
+        """The interval as three table columns: ``name``, ``name_low``, ``name_high``."""
+        return {name: self.estimate, f"{name}_low": self.low, f"{name}_high": self.high}
+
 
 def bootstrap(values: Sequence[float] | np.ndarray, statistic: Callable[[np.ndarray], float] = np.mean, *,
               n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95) -> Interval:

@@ -28,10 +28,14 @@ def median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def forward_seconds(model, images: torch.Tensor, repeats: int = 3) -> float:
-    """Median time of one ``encode_image`` of ``images`` without autograd: the unit of cost."""
+def forward_seconds(model: Any, images: torch.Tensor, repeats: int = 3) -> float:
+    """Median time of one ``encode_image`` of ``images`` (the model's preprocessed input)
+    without autograd: the unit of cost."""
+    from .models import as_model
+
+    clip = as_model(model)
     with torch.no_grad():
-        return median_seconds(lambda: model.encode_image(images), repeats)
+        return median_seconds(lambda: clip.encode_image(images), repeats)
 
 
 def random_targets(k: int, dim: int, seed: int = 0, *, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -40,7 +44,7 @@ def random_targets(k: int, dim: int, seed: int = 0, *, like: torch.Tensor | None
     return t if like is None else t.to(device=like.device, dtype=like.dtype)
 
 
-def explain_cost(model, images: torch.Tensor, targets: Any, method: str, *, forward: float,
+def explain_cost(model: Any, images: torch.Tensor, targets: Any, method: str, *, forward: float,
                  repeats: int = 3, **options: Any) -> float:
     """Median time of ``explain(model, images, targets, method, **options)`` divided by
     ``forward`` (see :func:`forward_seconds`, measured in the same run)."""

@@ -19,6 +19,7 @@ import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,6 @@ from PIL import Image
 
 from .errors import InputError
 from .inputs import load_image
-from .shapes import Scene
 
 CMAP = "jet"
 ALPHA = 0.5
@@ -314,9 +314,10 @@ def token_bar(words: Sequence[str], weights, *, title: str | None = None, ax=Non
     return fig
 
 
-def scene_grid(scenes: Sequence[Scene], ncols: int = 6, *, show_masks: bool = False,
+def scene_grid(scenes: Sequence[Any], ncols: int = 6, *, show_masks: bool = False,
                cell_inches: float = 1.6) -> Figure:
-    """Shapes scenes with their captions (and, optionally, their masks outlined)."""
+    """Scenes (an ``image``, a ``caption``, ``objects`` with a ``mask`` each: the shapes world's)
+    with their captions (and, optionally, their masks outlined)."""
     nrows = max(1, -(-len(scenes) // ncols))
     fig = Figure(figsize=(ncols * cell_inches, nrows * cell_inches * 1.15))
     axes = fig.subplots(nrows, ncols, squeeze=False)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import eclip_core as ec
 from eclip_core.explainers.rise import rise_masks, rise_saliency
-from eclip_core.trace import trace_vision
+from eclip_core import trace_vision
 
 GRADIENT_AND_ATTENTION = ["grad_eclip", "attention_eclip", "attention", "rollout", "gae", "gradcam",
                           "maskclip", "legrad", "direct_contributions", "clip_surgery", "integrated_gradients",
@@ -71,7 +71,7 @@ def test_rollout_of_one_block_is_the_renormalised_attention(one_head_clip):
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     from eclip_core.explainers.attention import attention_rollout
 
-    maps, _ = attention_rollout(one_head_clip, x, torch.ones(1, 32), start_block=1)
+    maps, _ = attention_rollout(ec.as_model(one_head_clip), x, torch.ones(1, 32), start_block=1)
     with torch.no_grad():
         attn = trace_vision(one_head_clip, x).blocks[-1].attn.mean(1)[0]
     a = attn + torch.eye(attn.shape[0])

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import eclip_core as ec
-from eclip_core import shapes
+from eclip_core.world import shapes
 from eclip_core.cli import main, slug
 from eclip_core.explainers import METHODS
 
@@ -241,7 +241,7 @@ def test_viz_helpers_for_notebooks(tmp_path):
 
 
 def test_methods_lists_the_embedded_models_vocabulary(capsys):
-    from eclip_core.vocab import WORDS
+    from eclip_core.world.vocab import WORDS
 
     code, out, _ = _run(capsys, "methods")
     assert code == 0

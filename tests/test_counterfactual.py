@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import eclip_core as ec
-from eclip_core import counterfactual as cf
-from eclip_core import shapes
+from eclip_core.paper import counterfactual as cf
+from eclip_core.world import shapes
 from eclip_core.departures import FAITHFUL
 from eclip_core.explainers import Method, register, unregister
 
@@ -123,7 +123,7 @@ def test_an_explainer_that_paints_the_true_effects_scores_best():
     bundle = ec.load_model()
     scenes = shapes.eval_set(4, 3)
     prompts = shapes.prompts()
-    bank = ec.inputs.text_targets(bundle.model, bundle.tokenizer, prompts)
+    bank = bundle.text_embeddings(prompts)
     painted = {}
     for s in scenes:
         texts = [f"a {o.phrase}" for o in s.objects]
@@ -202,7 +202,7 @@ def test_ranks_set_each_perturbation_metric_against_the_truth():
 def test_localisation_by_model_on_constructed_maps():
     """A map that is the object's mask points at it and holds all its energy on any model; a map
     on the image's corner never does; the model-blind edges are the same on both models."""
-    from eclip_core import studies
+    from eclip_core.paper import p2
 
     trained, shuffled = ec.load_model(), ec.load_model("eclip-shapes-shuffled")
     scenes = shapes.eval_set(6, 1)
@@ -226,7 +226,7 @@ def test_localisation_by_model_on_constructed_maps():
     for name, kind in names.items():
         register(Method(name, painted(kind), f"constructed: {kind} (a test)"))
     try:
-        table = studies.localisation_by_model({"trained": trained, "shuffled": shuffled}, scenes,
+        table = p2.localisation_by_model({"trained": trained, "shuffled": shuffled}, scenes,
                                               [*names, "edges"])
     finally:
         for name in names:
@@ -247,7 +247,7 @@ def test_localisation_by_model_on_constructed_maps():
                for metric in ("pointing", "energy") for end in ("", "_low", "_high"))
     assert table.attrs["n"] == 6
     chance = float(np.mean([s.objects[0].mask.mean() for s in scenes]))
-    kept = studies.above_chance(table, chance, "shuffled")
+    kept = p2.above_chance(table, chance, "shuffled")
     assert "mask_map" in kept and "corner_map" not in kept
     with pytest.raises(ec.EclipError, match="no model 'random'"):
-        studies.above_chance(table, chance, "random")
+        p2.above_chance(table, chance, "random")

@@ -24,8 +24,9 @@ def test_image_routes_agree_in_float64(vit_b16_f64, images_224, mode, loosened, 
     monkeypatch.setattr(eclip_module, "FORWARD_MODE_RATIO", 0)  # K = 20: forward mode on 197 tokens too
     assert eclip_module.uses_forward_mode(k, 197, 512) == (k > 16)
     x, t = images_224[:1].double(), _targets(k)
-    g, sg = grad_eclip(vit_b16_f64, x, t, departures=departures_for(mode), loosened=loosened)
-    a, sa = attention_eclip(vit_b16_f64, x, t, departures=departures_for(mode), loosened=loosened)
+    model = ec.as_model(vit_b16_f64)  # the registered functions take the typed model
+    g, sg = grad_eclip(model, x, t, departures=departures_for(mode), loosened=loosened)
+    a, sa = attention_eclip(model, x, t, departures=departures_for(mode), loosened=loosened)
     rel = ((g - a).abs().max() / g.abs().max()).item()
     print(f"image {mode} loosened={loosened}: max|G-A|/max|G| = {rel:.2e}")
     assert g.shape == (1, k, 14, 14)
@@ -40,9 +41,10 @@ def test_image_routes_agree_in_float64(vit_b16_f64, images_224, mode, loosened, 
 def test_text_routes_agree_in_float64(vit_b16_f64, tokenizer_b16, mode, loosened):
     tokens = tokenizer_b16(["a dog on a mat", "two cats and a red car"])
     t = _targets(3)
-    g, _, mask = text_eclip(vit_b16_f64, tokens, t, route="grad", departures=departures_for(mode),
+    model = ec.as_model(vit_b16_f64)
+    g, _, mask = text_eclip(model, tokens, t, route="grad", departures=departures_for(mode),
                             loosened=loosened, n_blocks=4)
-    a, _, _ = text_eclip(vit_b16_f64, tokens, t, route="attention", departures=departures_for(mode),
+    a, _, _ = text_eclip(model, tokens, t, route="attention", departures=departures_for(mode),
                          loosened=loosened, n_blocks=4)
     rel = ((g - a).abs().max() / g.abs().max()).item()
     print(f"text {mode} loosened={loosened}: max|G-A|/max|G| = {rel:.2e}")
@@ -54,8 +56,9 @@ def test_text_routes_agree_in_float64(vit_b16_f64, tokenizer_b16, mode, loosened
 
 def test_image_routes_agree_in_float32(vit_b16, images_224):
     t = _targets(4, dtype=torch.float32)
-    g, _ = grad_eclip(vit_b16, images_224, t)
-    a, _ = attention_eclip(vit_b16, images_224, t)
+    model = ec.as_model(vit_b16)  # the registered functions take the typed model
+    g, _ = grad_eclip(model, images_224, t)
+    a, _ = attention_eclip(model, images_224, t)
     rel = ((g - a).abs().max() / g.abs().max()).item()
     print(f"float32: max|G-A|/max|G| = {rel:.2e}")
     assert rel <= 1e-5
@@ -142,7 +145,8 @@ def test_grad_eclip_matches_direct_autograd_of_the_cosine(vit_b16, images_224):
     """Independent of the batched machinery: autograd of F.cosine_similarity, one target."""
     from eclip_core.explainers.eclip import loosened_attention
     from eclip_core.maps import minmax
-    from eclip_core.trace import merge_heads, trace_vision
+    from eclip_core import trace_vision
+    from eclip_core.trace import merge_heads
 
     t = _targets(1, dtype=torch.float32)
     tr = trace_vision(vit_b16, images_224[:1])
@@ -150,7 +154,7 @@ def test_grad_eclip_matches_direct_autograd_of_the_cosine(vit_b16, images_224):
     score = F.cosine_similarity(tr.embedding, t)[0]
     w = torch.autograd.grad(score, last.attn_out)[0][:, 0]  # (1, D)
     with torch.no_grad():
-        lam = minmax(loosened_attention(vit_b16, merge_heads(last.q)[:, 0], merge_heads(last.k)[:, 1:]))
+        lam = minmax(loosened_attention(ec.as_model(vit_b16), merge_heads(last.q)[:, 0], merge_heads(last.k)[:, 1:]))
         expected = (lam * (merge_heads(last.v)[:, 1:] @ w[0])).clamp_min(0).reshape(14, 14)
     got = ec.explain(vit_b16, images_224[:1], t, method="grad_eclip").maps[0, 0]
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)

@@ -7,8 +7,8 @@ import open_clip
 import pytest
 import torch
 
-from eclip_core import shapes
-from eclip_core.embedded import (
+from eclip_core.world import shapes
+from eclip_core.world.embedded import (
     CHECKSUM_FILE,
     CONFIG_FILE,
     EMBEDDED_DIR,
@@ -18,8 +18,9 @@ from eclip_core.embedded import (
     ModelLoadError,
     load_embedded,
 )
-from eclip_core.train import evaluate_embedded, last_block_cls_attention
-from eclip_core.vocab import ShapesTokenizer
+from eclip_core.explainers.attention import cls_attention
+from eclip_core.world.train import evaluate_embedded
+from eclip_core.world.vocab import ShapesTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_open_clip_local_dir_loading_matches(embedded):
 def test_attention_recomputation_matches_multihead_attention(embedded):
     model, preprocess, _ = embedded
     images = torch.stack([preprocess(s.image) for s in shapes.eval_set(4, (2, 3))])
-    ours = last_block_cls_attention(model, images)
+    ours = cls_attention(embedded, images)[0]
     block = model.visual.transformer.resblocks[-1]
     captured = {}
     handle = block.register_forward_pre_hook(lambda _m, args: captured.__setitem__("x", args[0]))
@@ -125,7 +126,7 @@ def test_the_model_meets_its_targets_on_a_fresh_sample(embedded):
 def test_recorded_metrics_describe_this_model(embedded):
     """metrics.json is the record of these weights: its parameter count is measured again."""
     record = json.loads((EMBEDDED_DIR / METRICS_FILE).read_text())
-    model = embedded[0]
+    model = embedded.model
     assert record["n_parameters"] == sum(p.numel() for p in model.parameters())
     assert record["metrics"]["n_prompts"] == len(shapes.prompts())
 
@@ -135,7 +136,7 @@ def test_the_shuffled_caption_model_ships_with_the_same_architecture_and_learnt_
     by the shuffled captions, and zero-shot accuracy near chance (1/40) on held-out scenes
     where the trained model is near perfect."""
     import eclip_core as ec
-    from eclip_core.embedded import SHUFFLED_DIR, read_config
+    from eclip_core.world.embedded import SHUFFLED_DIR, read_config
     from eclip_core.evaluation import zero_shot_predictions
 
     assert read_config(SHUFFLED_DIR) == read_config(EMBEDDED_DIR)

@@ -15,9 +15,10 @@ from torchvision.transforms import Compose, Normalize
 
 import eclip_core as ec
 from eclip_core import metrics as M
-from eclip_core import shapes
+from eclip_core.world import shapes
 from eclip_core.evaluation import evaluate
 from eclip_core.explainers import unregister
+from eclip_core.randomisation import randomisation_cascade
 from eclip_core.inputs import to_model_input
 from eclip_core.metrics.faithfulness import road_impute
 
@@ -278,7 +279,7 @@ def test_randomisation_cascade(tiny_clip):
     before = copy.deepcopy(tiny_clip.state_dict())
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     texts = F.normalize(torch.randn(3, 16, generator=torch.Generator().manual_seed(2)), dim=-1)
-    steps = M.randomisation_cascade(tiny_clip, "attention_eclip", images, texts, seed=0)
+    steps = randomisation_cascade(tiny_clip, "attention_eclip", images, texts, seed=0)
     assert [s.name for s in steps] == ["trained", "proj+ln_post", "block1", "block0", "embeddings"]
     assert steps[0].spearman == pytest.approx(1.0) and steps[0].agreement == 1.0
     assert steps[1].spearman < 0.9, [s.spearman for s in steps]
@@ -287,7 +288,7 @@ def test_randomisation_cascade(tiny_clip):
     assert randomised == {n for n, _ in tiny_clip.visual.named_parameters()}
     after = tiny_clip.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the user's model is untouched
-    again = M.randomisation_cascade(tiny_clip, "attention_eclip", images, texts, seed=0)
+    again = randomisation_cascade(tiny_clip, "attention_eclip", images, texts, seed=0)
     assert [s.spearman for s in again] == [s.spearman for s in steps]
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import eclip_core as ec
-from eclip_core import shapes
+from eclip_core.world import shapes
 from eclip_core.evaluation import evaluate
 
 

@@ -11,11 +11,12 @@ from PIL import Image
 
 import eclip_core as ec
 from eclip_core import metrics as M
-from eclip_core import principles as P
-from eclip_core import shapes
-from eclip_core.embedded import build_model, build_preprocess
-from eclip_core.train import default_model_config, default_preprocess_config
-from eclip_core.vocab import ShapesTokenizer
+from eclip_core.paper import p1 as P
+from eclip_core.paper import p2 as P2
+from eclip_core.world import shapes
+from eclip_core.world.embedded import build_model, build_preprocess
+from eclip_core.world.train import default_model_config, default_preprocess_config
+from eclip_core.world.vocab import ShapesTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,7 +46,7 @@ def test_p1_faithful_passes_reference_fails_on_vit_b16(vit_b16, tokenizer_b16):
     assert reference.max_drift > 1e-4
     # the original scores were computed independently of the explainer, on the native pipeline
     with torch.no_grad():
-        x = bundle[1](image[0])[None]
+        x = bundle[1](image[0])[None]  # the preprocess
         f = F.normalize(vit_b16.encode_image(x), dim=-1)
         t = F.normalize(vit_b16.encode_text(tokenizer_b16(texts)), dim=-1)
     assert torch.allclose(reference.scores_original, f @ t.T, atol=1e-6)
@@ -89,7 +90,7 @@ def shapes_bundle():
 
 def test_p2_table_splits_by_correctness(shapes_bundle):
     scenes = shapes.eval_set(10, n_objects=(2, 3))  # the target (first object) is often not the top-1
-    table = P.p2_table(shapes_bundle, ["attention_eclip", "grad_eclip:reference"], scenes, steps=4)
+    table = P2.p2_table(shapes_bundle, ["attention_eclip", "grad_eclip:reference"], scenes, steps=4)
     prompts = shapes.prompts()
     e = ec.explain(shapes_bundle, [s.image for s in scenes], prompts, method="attention_eclip")
     original = P.original_scores(shapes_bundle, [s.image for s in scenes], prompts)
@@ -112,10 +113,10 @@ def test_p2_table_splits_by_correctness(shapes_bundle):
 def test_p2_randomisation_table(shapes_bundle):
     scenes = shapes.eval_set(2)
     texts = shapes.prompts()[:6]
-    table = P.p2_randomisation(shapes_bundle, ["attention_eclip", "rise"], [s.image for s in scenes],
+    table = P2.p2_randomisation(shapes_bundle, ["attention_eclip", "rise"], [s.image for s in scenes],
                                texts, rise_masks=30)
     assert list(table.index) == ["attention_eclip", "rise", "(zero-shot agreement)"]
-    depth = len(shapes_bundle[0].visual.transformer.resblocks)
+    depth = len(shapes_bundle.model.visual.transformer.resblocks)
     steps = [c for c in table.columns if c.startswith("s")]
     assert len(steps) == depth + 3 and steps[0] == "s0:trained" and steps[1] == "s1:proj+ln_post"
     for _, row in table.iterrows():

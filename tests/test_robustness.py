@@ -19,11 +19,12 @@ import torch
 from PIL import Image
 
 import eclip_core as ec
-from eclip_core import embedded, viz
+from eclip_core import viz
+from eclip_core.world import embedded
 from eclip_core import inputs as images
 from eclip_core.explainers import METHODS
 from eclip_core.inputs import tokenize
-from eclip_core.vocab import ShapesTokenizer
+from eclip_core.world.vocab import ShapesTokenizer
 
 TEXT = ["a red circle"]
 
@@ -357,7 +358,7 @@ def _with_nan(bundle, where):
             model.visual.transformer.resblocks[0].mlp.c_fc.weight[0, 0] = float("nan")
         else:
             model.visual.ln_post.weight[0] = float("nan")
-    return ec.LoadedModel(model, bundle.preprocess, bundle.tokenizer)
+    return bundle.with_module(model)
 
 
 def test_nan_weights_never_give_a_map(bundle):
@@ -416,7 +417,7 @@ def test_no_network_without_a_pretrained_tag(monkeypatch, tmp_path, grid):
 
 def _frozen(bundle):
     model = copy.deepcopy(bundle.model).requires_grad_(False)  # the usual inference set-up
-    return ec.LoadedModel(model, bundle.preprocess, bundle.tokenizer)
+    return bundle.with_module(model)
 
 
 @pytest.mark.slow
@@ -454,10 +455,10 @@ def test_explaining_does_not_depend_on_the_callers_grad_state(bundle, state):
 
 def test_explainers_called_directly_on_inference_tensors(bundle):
     """The registered functions themselves take inputs made under inference mode."""
-    model = _frozen(bundle).model
+    model = _frozen(bundle)  # the functions take the typed model, as explain passes it
     with torch.inference_mode():
         x = images.native_batch([_picture()], bundle.preprocess)
-        targets = images.text_targets(model, bundle.tokenizer, TEXT)
+        targets = model.text_embeddings(TEXT)
         for name in ("gae", "grad_eclip", "attention_eclip", "gradcam"):
             maps, scores = METHODS[name].fn(model, x, targets)
             assert torch.isfinite(maps).all() and maps.shape[:2] == (1, 1), name
@@ -471,7 +472,8 @@ FLOAT_ONLY = "must be float and already preprocessed with the model's preprocess
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool, torch.complex64])
 def test_image_tensors_other_than_float_are_refused_everywhere(bundle, dtype):
     """A uint8 photograph is not the normalised input: refused by every entry that takes a tensor."""
-    from eclip_core import evaluation, metrics, principles
+    from eclip_core import evaluation, metrics
+    from eclip_core.paper import p1 as principles
 
     x = bundle.preprocess(_picture())[None]
     bad = (x * 50).to(dtype) if dtype is not torch.bool else x > 0
@@ -515,7 +517,7 @@ def test_bad_texts_and_targets_get_the_librarys_error(bundle, texts, message):
 
 
 def test_large_float64_targets_are_normalised_in_their_own_dtype(bundle):
-    t = images.text_targets(bundle.model, bundle.tokenizer, TEXT).double()
+    t = bundle.text_embeddings(TEXT).double()
     big = ec.explain(bundle, [_picture()], t * 1e39)  # 1e39 overflows float32, not float64
     torch.testing.assert_close(big.scores, ec.explain(bundle, [_picture()], t).scores)
 
@@ -532,7 +534,7 @@ def test_large_float64_targets_are_normalised_in_their_own_dtype(bundle):
     ("rise", {"keep": 1.5}, "keep must be in (0, 1], got 1.5"),
     ("rise", {"cells": 0}, "cells must be >= 1, got 0"),
     ("rise", {"batch_size": -1}, "batch_size must be >= 1, got -1"),
-    ("rollout", {"start_block": -1}, "start_block must be >= 0, got -1"),
+    ("rollout", {"start_block": -1}, "start_block must be an integer in 0..3 (the model's vision blocks), got -1"),
     ("rollout", {"start_block": 4}, "start_block must be an integer in 0..3 (the model's vision blocks), got 4"),
     ("gae", {"logit_scale": 0.0}, "logit_scale must be > 0, got 0.0"),
     ("gae", {"logit_scale": float("nan")}, "logit_scale must be a finite number, got nan"),

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 import eclip_core as ec
-from eclip_core import photos, shapes, studies
+from eclip_core.paper import misalignment, p2, photos
+from eclip_core.world import shapes
 from eclip_core.book import QUICK, main, report
 from eclip_core.errors import EclipError, InputError
 
@@ -134,11 +135,11 @@ def test_sample_photographs_and_the_embedded_models_prompts(embedded):
 
 
 def test_the_world_is_drawn_at_the_models_size(embedded, one_head_clip):
-    assert studies.world_size(embedded) == shapes.IMAGE_SIZE
-    assert studies.world_size(one_head_clip) == 224
-    [scene] = studies.held_out(1, 1, size=224)
+    assert shapes.world_size(embedded) == shapes.IMAGE_SIZE
+    assert shapes.world_size(one_head_clip) == 224
+    [scene] = shapes.held_out_scenes(1, 1, size=224)
     assert scene.image.size == (224, 224) and scene.objects[0].mask.shape == (224, 224)
-    default, explicit = studies.held_out(3, 1), studies.held_out(3, 1, size=shapes.IMAGE_SIZE)
+    default, explicit = shapes.held_out_scenes(3, 1), shapes.held_out_scenes(3, 1, size=shapes.IMAGE_SIZE)
     assert all((a.image.tobytes(), a.caption) == (b.image.tobytes(), b.caption) for a, b in zip(default, explicit))
 
 
@@ -146,12 +147,12 @@ def test_photo_study_on_a_small_vit(one_head_clip, tmp_path):
     import open_clip
 
     preprocess = open_clip.image_transform(224, is_train=False)
-    from eclip_core.vocab import ShapesTokenizer
+    from eclip_core.world.vocab import ShapesTokenizer
 
     bundle = (one_head_clip, preprocess, ShapesTokenizer(16))  # a vocabulary within the model's 64 ids
     pictures = [photos.Photo("wide", Image.new("RGB", (320, 224), (200, 40, 40)), ("a red square", "a blue star")),
                 photos.Photo("native", Image.effect_noise((224, 224), 60).convert("RGB"), ("a green circle",))]
-    study = studies.photo_study(bundle, pictures, steps=2)
+    study = misalignment.photo_study(bundle, pictures, steps=2)
     t = study.table
     assert study.own_prompts and list(t.index.get_level_values("photo")) == ["wide", "wide", "native"]
     assert (t["faithful"] - t["original"]).abs().max() <= 1e-5
@@ -163,4 +164,4 @@ def test_photo_study_on_a_small_vit(one_head_clip, tmp_path):
 
 def test_p2_refuses_too_few_pairs(embedded):
     with pytest.raises(EclipError, match="enlarge the pool"):
-        studies.p2_study(embedded, ["attention"], pool=3)
+        p2.p2_study(embedded, ["attention"], pool=3)

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 import eclip_core as ec
-from eclip_core import embedded, models, shapes
+from eclip_core.world import embedded, shapes
 from eclip_core.errors import InputError
-from eclip_core.series import SeriesStudy, series_study
+from eclip_core.paper.p2 import SeriesStudy, series_study
 
 
 def constructed(right_fraction=(0.1, 0.5, 0.9), n=20, n_multi=7):
@@ -88,8 +88,8 @@ def test_a_slope_reads_the_checkpoints_accuracies_not_their_order():
 
 def test_the_series_ships_and_loads_by_name():
     steps = embedded.SERIES_STEPS
-    assert list(models.SERIES_MODELS.values()) == list(steps) and steps == tuple(sorted(steps))
-    assert set(models.SERIES_MODELS) <= set(models.available_models())
+    assert list(embedded.SERIES_MODELS.values()) == list(steps) and steps == tuple(sorted(steps))
+    assert set(embedded.SERIES_MODELS) <= set(ec.available_models())
     total = 0
     for step in steps[:-1]:
         directory = embedded.series_checkpoint_dir(step)

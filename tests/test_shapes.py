@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from eclip_core import shapes, viz
-from eclip_core.vocab import ShapesTokenizer
+from eclip_core import viz
+from eclip_core.world import shapes
+from eclip_core.world.vocab import ShapesTokenizer
 
 PHRASE = rf"a ({'|'.join(shapes.COLOURS)}) ({'|'.join(shapes.SHAPES)})"
 CAPTION = re.compile(rf"^{PHRASE}( and {PHRASE}){{0,2}}$")
@@ -182,8 +183,8 @@ def test_the_default_style_draws_the_world_of_the_chapters():
 def test_training_never_draws_a_held_out_style():
     rng = np.random.default_rng(0)
     drawn = [shapes.random_style(rng) for _ in range(400)]
-    assert not any(shapes.held_out(s) for s in drawn)
-    assert all(shapes.held_out(s) for s in shapes.HELD_OUT_STYLES.values())
+    assert not any(shapes.is_held_out_style(s) for s in drawn)
+    assert all(shapes.is_held_out_style(s) for s in shapes.HELD_OUT_STYLES.values())
     # every training factor is drawn: the held-out combinations are of things seen apart
     assert {s.background for s in drawn} == set(shapes.TRAIN_BACKGROUNDS)
     assert {s.fill for s in drawn} == {"filled", "outline"}
@@ -203,7 +204,7 @@ def test_each_seen_style_is_a_held_out_style_without_its_held_out_part():
 
     seen, held = shapes.SEEN_STYLES, shapes.HELD_OUT_STYLES
     for style in seen.values():
-        assert not shapes.held_out(style)
+        assert not shapes.is_held_out_style(style)
         assert style.background in shapes.TRAIN_BACKGROUNDS
         assert shapes.TRAIN_RADIUS[0] <= style.radius[0] <= style.radius[1] <= shapes.TRAIN_RADIUS[1]
     assert differing(seen["stripes"], held["outline-stripes"]) == {"fill"}

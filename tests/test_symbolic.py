@@ -3,7 +3,7 @@
 import pytest
 import sympy as sp
 
-from eclip_core import symbolic
+from eclip_core.paper import symbolic
 
 
 @pytest.mark.parametrize("loosened", [True, False])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from eclip_core import shapes
-from eclip_core.embedded import build_preprocess, load_embedded
-from eclip_core.train import (
+from eclip_core.world import shapes
+from eclip_core.world.embedded import build_preprocess, load_embedded
+from eclip_core.world.train import (
     ShapesBatches,
     TrainConfig,
     contains_matrix,
@@ -173,7 +173,7 @@ def test_command_line_writes_a_loadable_model(tmp_path, capsys):
 def test_styled_top1_is_the_zero_shot_top1_on_each_styles_own_scenes():
     """evaluate_embedded's held-out and seen style figures, recomputed directly: each style's
     scenes encoded, normalised, matched against every prompt, the top prompt's label compared."""
-    from eclip_core.train import evaluate_embedded, format_metrics
+    from eclip_core.world.train import evaluate_embedded, format_metrics
 
     model, preprocess, tokenizer = load_embedded()
     metrics = evaluate_embedded(model, n_single=40, n_multi=0, attention=False, styles=("outline-stripes",),
@@ -201,9 +201,9 @@ def test_styles_given_as_objects_are_reported_by_name():
     its repr), so the metrics format and write as JSON; an unknown name is refused by name."""
     import json
 
-    from eclip_core.train import evaluate_embedded, format_metrics
+    from eclip_core.world.train import evaluate_embedded, format_metrics
 
-    model = load_embedded()[0]
+    model = load_embedded().model
     own = shapes.Style(background="gradient", fill="outline")
     by_object = evaluate_embedded(model, n_single=8, n_multi=0, attention=False,
                                   styles=(shapes.Style(background="checker"), own))
@@ -228,8 +228,8 @@ def test_shuffled_captions_are_a_seeded_permutation_of_each_batch():
     """Data randomisation: batch b keeps its images, and its captions are permuted across them
     by the permutation seeded with (data seed, SHUFFLE_KEY, b) -- the same with two data
     processes -- and the positives are the images given the same caption."""
-    from eclip_core.train import SHUFFLE_KEY
-    from eclip_core.vocab import ShapesTokenizer
+    from eclip_core.world.train import SHUFFLE_KEY
+    from eclip_core.world.vocab import ShapesTokenizer
 
     shuffled = ShapesBatches(seed=5, batch_size=12, context_length=16, multi_fraction=0.5,
                              shuffle_captions=True)
@@ -261,10 +261,10 @@ def test_checkpoints_are_kept_at_the_steps_asked_and_written_as_a_series(tmp_pat
     record = main(["--out", str(tmp_path), "--steps", "4", "--batch-size", "8", "--workers", "0",
                    "--checkpoints", "1", "3", "4", "--eval-every", "0", "--n-single", "8", "--n-multi", "4"])
     assert list(record["training"]["checkpoints"]) == [1, 3, 4]
-    from eclip_core.embedded import series_checkpoint_dir
-    first = load_embedded(directory=series_checkpoint_dir(1, tmp_path / "series"))[0].state_dict()
-    third = load_embedded(directory=series_checkpoint_dir(3, tmp_path / "series"))[0].state_dict()
-    final = load_embedded(directory=tmp_path)[0].state_dict()
+    from eclip_core.world.embedded import series_checkpoint_dir
+    first = load_embedded(directory=series_checkpoint_dir(1, tmp_path / "series")).model.state_dict()
+    third = load_embedded(directory=series_checkpoint_dir(3, tmp_path / "series")).model.state_dict()
+    final = load_embedded(directory=tmp_path).model.state_dict()
     assert not series_checkpoint_dir(4, tmp_path / "series").exists()  # the last is the model itself
     assert any(not torch.equal(first[k], third[k]) for k in first)
     assert any(not torch.equal(third[k], final[k]) for k in first)
@@ -286,7 +286,7 @@ def test_styled_training_batches_reach_the_loader():
 
 def test_the_style_ramp_reaches_the_loader():
     """--style-ramp reaches the recipe and the data: before the ramp, the default style only."""
-    from eclip_core.train import batch_iterator, parse_args
+    from eclip_core.world.train import batch_iterator, parse_args
 
     assert parse_args(["--style-ramp", "5", "10"]).style_ramp == [5, 10]
     config = TrainConfig(batch_size=16, style_fraction=1.0, style_ramp=(1, 2), workers=0)
@@ -299,7 +299,7 @@ def test_the_style_ramp_reaches_the_loader():
 def test_the_packaged_series_is_only_written_by_its_own_run(tmp_path, capsys):
     """A run other than the shipped recipe's cannot overwrite the packaged series (it would
     leave checkpoints of two runs side by side): refused before any training."""
-    from eclip_core.embedded import SERIES_DIR
+    from eclip_core.world.embedded import SERIES_DIR
 
     for argv in (["--steps", "10"], ["--steps", "3500", "--checkpoints", "5"], ["--shuffle-captions"],
                  ["--out", str(tmp_path), "--series-out", str(SERIES_DIR), "--steps", "4"]):

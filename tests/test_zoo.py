@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import eclip_core as ec
-from eclip_core import trace
-from eclip_core.atlas import compare, equivalence_atlas
+from eclip_core.paper.atlas import compare, equivalence_atlas
 from eclip_core.explainers import METHODS, Method, register, unregister
 from eclip_core.explainers.direct import direct_terms
 from eclip_core.models import random_clip
@@ -30,12 +29,12 @@ def tiny():
 
 def _images(model, n=2, seed=0):
     dtype = next(model.parameters()).dtype
-    return torch.randn(n, 3, *trace.image_size(model), generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    return torch.randn(n, 3, *ec.as_model(model).image_size, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
 def _targets(model, k=3, seed=1):
     dtype = next(model.parameters()).dtype
-    return F.normalize(torch.randn(k, trace.embed_dim(model), generator=torch.Generator().manual_seed(seed),
+    return F.normalize(torch.randn(k, ec.as_model(model).embed_dim, generator=torch.Generator().manual_seed(seed),
                                    dtype=dtype), dim=-1)
 
 
@@ -75,10 +74,10 @@ def test_departures_in_words(tiny):
     """Reference mode names the model's own numbers; LeGrad's mean pooling and CLIP Surgery
     carry their own departures; one frozen value throughout."""
     assert ec.FAITHFUL.describe() == [] and ec.FAITHFUL.summary() == "none"
-    assert ec.PUBLISHED.describe(tiny, input_size=(40, 56)) == [
+    assert ec.PUBLISHED.describe(ec.as_model(tiny), input_size=(40, 56)) == [
         "last vision block recomputed with 1 head over the full width instead of 4",
         "input 40\u00d756 with interpolated positional embeddings instead of 32\u00d748"]
-    assert ec.PUBLISHED.describe(tiny, branch="text")[1].startswith("loosened term min-max")
+    assert ec.PUBLISHED.describe(ec.as_model(tiny), branch="text")[1].startswith("loosened term min-max")
     x, t = _images(tiny), _targets(tiny)
     mean = ec.explain(tiny, x, t, method="legrad", pooling="mean", n_blocks=1)
     assert mean.describe(tiny) == ["score from the mean of all tokens (CLS included) before ln_post and proj, "
@@ -117,8 +116,8 @@ def test_legrad_scores_and_each_blocks_relation_to_the_output(tiny):
     for n in (1, 2):
         cls = ec.explain(tiny, x, t, method="legrad", n_blocks=n)
         torch.testing.assert_close(cls.scores, own, rtol=0, atol=1e-12)
-    tr = trace.trace_vision(tiny, x)
-    earlier = F.normalize(trace.readout(tiny, tr.blocks[0].x_out[:, 0]), dim=-1) @ t.T
+    tr = ec.trace_vision(tiny, x)
+    earlier = F.normalize(ec.as_model(tiny).readout(tr.blocks[0].x_out[:, 0]), dim=-1) @ t.T
     assert (earlier - own).abs().max() > 1e-2
     mean = ec.explain(tiny, x, t, method="legrad", pooling="mean")
     torch.testing.assert_close(mean.scores_original, own, rtol=0, atol=1e-12)
@@ -141,7 +140,7 @@ def test_direct_terms_sum_to_the_embedding(vit_b16, images_224, tiny):
         with torch.no_grad():
             own = model.encode_image(x)
         err = ((terms.total() - own).abs().max() / own.abs().max()).item()
-        print(f"{trace.depth(model)} blocks: completeness error {err:.1e}")
+        print(f"{ec.as_model(model).depth()} blocks: completeness error {err:.1e}")
         assert err <= tol
     assert direct_terms(vit_b16, images_224[:1]).heads.shape == (1, 12, 12, 197, 512)  # (B, L, H, T, E)
 
@@ -226,7 +225,7 @@ def test_compare_says_monotone_for_a_rescaled_copy():
 def test_keep_size_input_of_the_models_own_size_is_no_departure():
     """The certificate names only what ran differently: a 64x64 scene's keep-size input is the
     embedded model's own 64x64 input (no interpolation), a 128x128 one is not."""
-    from eclip_core import shapes
+    from eclip_core.world import shapes
 
     bundle = ec.load_model()
     scene = shapes.eval_set(1, 1)[0]
@@ -242,12 +241,12 @@ def test_certificates_table_checks_scores_against_the_model(tiny):
     P1), reference modes do not; a method reporting shifted scores fails P1 with its shift."""
     from eclip_core.explainers import Method, register, unregister
     from eclip_core.explainers.base import cosine_scores
-    from eclip_core.principles import certificates
+    from eclip_core.paper.p1 import certificates
 
     def shifted(model, images, targets, *, departures=ec.FAITHFUL):
         with torch.no_grad():
             scores = cosine_scores(model.encode_image(images), targets)
-        return torch.ones(len(images), targets.shape[-2], *ec.trace.grid_size(model)), scores + 0.01
+        return torch.ones(len(images), targets.shape[-2], *model.grid_size), scores + 0.01
 
     register(Method("shifted_scores", shifted, "a test method whose scores are 0.01 too high"))
     try:

@@ -2,7 +2,7 @@
 
 from .base import Explanation
 from .entry import explain, explain_text
-from .registry import METHODS, Method, Spec, all_specs, get_method, parse_spec, register, unregister
+from .registry import METHODS, Method, Request, all_requests, register, resolve, unregister
 
-__all__ = ["METHODS", "Explanation", "Method", "Spec", "all_specs", "explain", "explain_text",
-           "get_method", "parse_spec", "register", "unregister"]
+__all__ = ["METHODS", "Explanation", "Method", "Request", "all_requests", "explain", "explain_text",
+           "register", "resolve", "unregister"]

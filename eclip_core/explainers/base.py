@@ -7,16 +7,20 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 
 from .. import maps as maps_
-from .. import trace
+from ..clip import ClipModel
 from ..departures import FAITHFUL, Departures
-from ..errors import EclipError, InputError
+from ..errors import EclipError
+from ..trace import Trace
+
+if TYPE_CHECKING:
+    from .registry import Request
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,7 @@ class Explanation:
 
     maps: torch.Tensor
     scores: torch.Tensor
-    method: str
-    mode: str = "faithful"
+    request: Request  # the method, mode and options that made it
     departures: Departures = FAITHFUL
     branch: str = "image"
     scores_original: torch.Tensor | None = None
@@ -47,10 +50,19 @@ class Explanation:
     target_mask: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
-    def describe(self, model=None) -> list[str]:
+    @property
+    def method(self) -> str:
+        """The explainer's name."""
+        return self.request.name
+
+    def describe(self, model: Any = None) -> list[str]:
         """Everything its forward pass did differently from the deployed model, in words
-        (``[]``: it explained the model itself); see :meth:`Departures.describe`."""
-        return self.departures.describe(model, input_size=self.input_size, branch=self.branch)
+        (``[]``: it explained the model itself); with ``model`` the words name its own numbers
+        (see :meth:`Departures.describe`)."""
+        from ..models import as_model  # the door: a bare module is welcome here too
+
+        clip = None if model is None else as_model(model)
+        return self.departures.describe(clip, input_size=self.input_size, branch=self.branch)
 
     @property
     def drift(self) -> torch.Tensor | None:
@@ -154,7 +166,7 @@ def grad_mode_independent(fn: FnT) -> FnT:
     declared options) is ``fn``'s."""
 
     @functools.wraps(fn)
-    def run(model, inputs, targets, *args, **kwargs):
+    def run(model: ClipModel, inputs, targets, *args, **kwargs):
         with torch.inference_mode(False):
             return fn(model, normal_tensor(inputs), normal_tensor(targets), *args, **kwargs)
 
@@ -217,16 +229,19 @@ def check_finite(values: torch.Tensor, method: str, what: str = "map") -> torch.
     return values
 
 
-def explained_blocks(model, n_blocks: int | None, default: int) -> int:
-    """How many of the last vision blocks a method reads: ``n_blocks``, or ``default``; checked."""
-    depth = trace.depth(model)
-    n = default if n_blocks is None else n_blocks
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= depth:
-        raise InputError(f"n_blocks must be an integer in 1..{depth} (the model's blocks), got {n!r}")
-    return n
+def explained_blocks(model: ClipModel, n_blocks: int | None, default: int) -> int:
+    """How many of the last vision blocks a method reads: ``n_blocks`` (checked by the request),
+    or ``default``."""
+    return default if n_blocks is None else n_blocks
 
 
-def blocks_in_words(model, n_blocks: int) -> str:
+def blocks_in_words(model: ClipModel, n_blocks: int) -> str:
     """The last ``n_blocks`` vision blocks, numbered from 1: ``"block 12"``, ``"blocks 7–12"``."""
-    depth = trace.depth(model)
+    depth = model.depth()
     return f"block {depth}" if n_blocks == 1 else f"blocks {depth - n_blocks + 1}–{depth}"
+
+
+def record(model: ClipModel, images: torch.Tensor, departures: Departures, record: str = "all") -> Trace:
+    """The forward pass an explainer explains: the model's own, or with the departures' heads and
+    input size."""
+    return model.trace_vision(images, heads=departures.heads, keep_size=departures.keep_size, record=record)

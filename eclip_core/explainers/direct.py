@@ -22,10 +22,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import trace
+from ..clip import ClipModel
 from ..departures import FAITHFUL, Departures
 from ..maps import to_grid
-from .base import cosine_scores, explained_blocks, per_image
+from ..models import Model, as_model
+from ..trace import Trace
+from .base import cosine_scores, explained_blocks, per_image, record
 
 
 @dataclass
@@ -45,32 +47,58 @@ class DirectTerms:
         return self.embedding + self.heads.sum((1, 2, 3)) + self.biases.sum(1) + self.mlps.sum(1) + self.final_bias
 
 
-def default_blocks(model) -> int:
+def default_blocks(model: ClipModel) -> int:
     """The last four blocks (all of a shallower model), as Gandelsman et al. read ViT-B."""
-    return min(4, trace.depth(model))
+    return min(4, model.depth())
 
 
-def direct_terms(model, images: torch.Tensor, departures: Departures = FAITHFUL) -> DirectTerms:
+def head_terms(model: ClipModel, tr: Trace, index: int) -> torch.Tensor:
+    """(B, H, T, D): what head h of block ``index``, reading token i, adds to the CLS residual,
+    ``scale * A^h[CLS, i] W_O^h v^h_i`` (the output projection split by head; no bias)."""
+    rec = tr.blocks[index]
+    weight, _, scale = model.attention_weights(index)
+    w = weight.unflatten(1, (rec.heads, rec.v.shape[-1]))  # (D, H, d)
+    terms = torch.einsum("bhid,ehd->bhie", rec.v, w) * rec.attn[:, :, 0, :, None]
+    return terms if scale is None else terms * scale
+
+
+def residual_terms(model: ClipModel, tr: Trace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What wrote the last block's CLS output, term by term (L blocks, H heads, T tokens):
+    ``(embedding (B, D), heads (B, L, H, T, D), biases (L, D), mlps (B, L, D))`` with
+    ``x_L[CLS] = embedding + sum(heads) + sum(biases) + sum(mlps)`` up to round-off. An MLP's
+    term is what its block's output adds to the stream after attention."""
+    biases, mlps = [], []
+    for i, rec in enumerate(tr.blocks):
+        _, bias, scale = model.attention_weights(i)
+        bias = bias if bias is not None else torch.zeros_like(rec.x_in[0, 0])
+        biases.append(bias if scale is None else bias * scale)
+        after_attention = rec.x_in[:, 0] + model.attention_output(rec.attn_out[:, 0], block=i)
+        mlps.append(rec.x_out[:, 0] - after_attention)
+    heads = torch.stack([head_terms(model, tr, i) for i in range(len(tr.blocks))], 1)
+    return tr.blocks[0].x_in[:, 0], heads, torch.stack(biases), torch.stack(mlps, 1)
+
+
+def direct_terms(model: Model, images: torch.Tensor, departures: Departures = FAITHFUL) -> DirectTerms:
     """Every term of the image embedding, for a completeness check or one's own reading."""
+    model = as_model(model)
     with torch.no_grad():
-        tr = trace.trace_vision(model, images, departures)
-        terms = trace.cls_residual_terms(model, tr)
-        linear, bias = trace.frozen_readout(model, tr.blocks[-1].x_out[:, 0])
-        biases = terms.biases.expand(len(images), -1, -1)
-        return DirectTerms(linear(terms.embedding), linear(terms.heads), linear(biases), linear(terms.mlps),
-                           bias, tr.embedding)
+        tr = record(model, images, departures)
+        embedding, heads, biases, mlps = residual_terms(model, tr)
+        linear, bias = model.frozen_readout(tr.blocks[-1].x_out[:, 0])
+        return DirectTerms(linear(embedding), linear(heads), linear(biases.expand(len(images), -1, -1)),
+                           linear(mlps), bias, tr.embedding)
 
 
-def direct_contributions(model, images: torch.Tensor, targets: torch.Tensor, *,
+def direct_contributions(model: ClipModel, images: torch.Tensor, targets: torch.Tensor, *,
                          departures: Departures = FAITHFUL,
                          n_blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``sum_{last n_blocks} sum_h <c_{l,h,i}, t> / |e|`` per patch (default: the last 4 blocks)."""
     n = explained_blocks(model, n_blocks, default_blocks(model))
-    depth = trace.depth(model)
+    depth = model.depth()
     with torch.no_grad():
-        tr = trace.trace_vision(model, images, departures)
-        linear, _ = trace.frozen_readout(model, tr.blocks[-1].x_out[:, 0])
-        heads = sum(trace.cls_head_terms(model, tr, i).sum(1) for i in range(depth - n, depth))  # (B, T, D)
+        tr = record(model, images, departures)
+        linear, _ = model.frozen_readout(tr.blocks[-1].x_out[:, 0])
+        heads = sum(head_terms(model, tr, i).sum(1) for i in range(depth - n, depth))  # (B, T, D)
         assert isinstance(heads, torch.Tensor)
         per_patch = linear(heads[:, 1:])  # (B, N, E)
         t = per_image(targets.to(per_patch.dtype), len(images))

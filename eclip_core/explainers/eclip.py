@@ -23,11 +23,20 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import trace
+from ..clip import ClipModel
 from ..departures import FAITHFUL, Departures
-from ..errors import InputError
 from ..maps import masked_minmax, minmax, to_grid
-from .base import autograd, cosine_cotangents, cosine_scores, grad_mode_independent, pullback, pushforward, unit
+from ..trace import BlockRecord, Trace, merge_heads
+from .base import (
+    autograd,
+    cosine_cotangents,
+    cosine_scores,
+    grad_mode_independent,
+    pullback,
+    pushforward,
+    record,
+    unit,
+)
 
 QK_CHOICES = ("out_proj", "raw")
 ROUTES = ("grad", "attention")
@@ -49,12 +58,7 @@ def uses_forward_mode(targets: int, tokens: int, width: int) -> bool:
     return rows > REVERSE_MODE_TARGETS and rows > FORWARD_MODE_RATIO * tokens
 
 
-def merge_heads_last(t: torch.Tensor) -> torch.Tensor:
-    """(..., B, H, 1, d) -> (..., B, H*d): one query's attention output, heads concatenated."""
-    return t.squeeze(-2).flatten(-2)
-
-
-def loosened_attention(model, q: torch.Tensor, k: torch.Tensor, qk: str = "out_proj", *,
+def loosened_attention(model: ClipModel, q: torch.Tensor, k: torch.Tensor, qk: str = "out_proj", *,
                        tower: str = "vision", block: int = -1) -> torch.Tensor:
     """cos(q, k_i) over the full width (all heads together), before min-max.
 
@@ -63,10 +67,8 @@ def loosened_attention(model, q: torch.Tensor, k: torch.Tensor, qk: str = "out_p
     evaluation code does; ``qk="raw"`` uses them as they are (the demo notebook).
     """
     if qk == "out_proj":
-        q = trace.attention_projection(model, q, tower=tower, block=block)
-        k = trace.attention_projection(model, k, tower=tower, block=block)
-    elif qk != "raw":
-        raise InputError(f"qk must be one of {', '.join(QK_CHOICES)}, got {qk!r}")
+        q = model.attention_projection(q, tower=tower, block=block)
+        k = model.attention_projection(k, tower=tower, block=block)
     return (unit(q)[:, None] * unit(k)).sum(-1)
 
 
@@ -77,7 +79,7 @@ def loosened_attention(model, q: torch.Tensor, k: torch.Tensor, qk: str = "out_p
 class EclipParts:
     """The pieces of the image-branch formula, before they are combined into a map."""
 
-    trace: trace.Trace  # the forward pass that was differentiated
+    trace: Trace  # the forward pass that was differentiated
     gradient: torch.Tensor  # (K, B, D) dS/do_0 ("grad") or (K, B, T) sum_h dS/dA^h_0t ("attention")
     contribution: torch.Tensor  # (K, B, N) sum_c w_c v_ic = sum_h dS/dA^h_0i, per patch
     loosened: torch.Tensor | None  # (B, N) lambda, min-max normalised; None when dropped
@@ -90,13 +92,13 @@ class EclipParts:
         return to_grid(c.clamp_min(0).transpose(0, 1), self.trace.grid)
 
 
-def _attention_route(model, last: trace.BlockRecord, cot: torch.Tensor) -> torch.Tensor:
+def _attention_route(model: ClipModel, last: BlockRecord, cot: torch.Tensor) -> torch.Tensor:
     """(K, B, T) sum_h dS/dA^h_{0,t}: the CLS row of the attention probabilities as the leaf."""
     x_cls, v = last.x_in[:, 0], last.v  # v: (B, H, T, d)
 
     def from_attn_row(row):  # row: (..., B, H, T), the CLS row of A; einsum, not a broadcast
         # matmul, so that extra leading dimensions never copy v
-        return trace.cls_readout(model, x_cls, torch.einsum("...bht,bhtd->...bhd", row, v).flatten(-2))
+        return model.cls_readout(x_cls, torch.einsum("...bht,bhtd->...bhd", row, v).flatten(-2))
 
     row = last.attn[:, :, 0]
     if not uses_forward_mode(cot.shape[0], row.shape[-1], cot.shape[-1]):  # few targets: reverse mode, cost ~ K
@@ -108,14 +110,14 @@ def _attention_route(model, last: trace.BlockRecord, cot: torch.Tensor) -> torch
 
 
 @grad_mode_independent
-def image_eclip_parts(model, images: torch.Tensor, targets: torch.Tensor, *, route: str,
+def image_eclip_parts(model: ClipModel, images: torch.Tensor, targets: torch.Tensor, *, route: str,
                       departures: Departures = FAITHFUL, loosened: bool = True,
                       qk: str = "out_proj") -> EclipParts:
     """Either route on the last vision block, kept in pieces (see :class:`EclipParts`)."""
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}")
     with torch.no_grad():
-        tr = trace.trace_vision(model, images, departures, record="last")
+        tr = record(model, images, departures, "last")
     last = tr.blocks[-1]
     cot = cosine_cotangents(tr.embedding, targets)  # (K, B, E)
     if route == "attention":
@@ -123,18 +125,17 @@ def image_eclip_parts(model, images: torch.Tensor, targets: torch.Tensor, *, rou
         contrib = grad[..., 1:]
     else:
         x_cls = last.x_in[:, 0]
-        grad = pullback(lambda o: trace.cls_readout(model, x_cls, o), last.attn_out[:, 0], cot)
-        contrib = torch.einsum("kbd,bnd->kbn", grad, trace.merge_heads(last.v)[:, 1:])
+        grad = pullback(lambda o: model.cls_readout(x_cls, o), last.attn_out[:, 0], cot)
+        contrib = torch.einsum("kbd,bnd->kbn", grad, merge_heads(last.v)[:, 1:])
     lam = None
     if loosened:
         with torch.no_grad():
-            lam = minmax(loosened_attention(model, trace.merge_heads(last.q)[:, 0],
-                                            trace.merge_heads(last.k)[:, 1:], qk))
+            lam = minmax(loosened_attention(model, merge_heads(last.q)[:, 0], merge_heads(last.k)[:, 1:], qk))
     return EclipParts(tr, grad, contrib, lam, cosine_scores(tr.embedding, targets))
 
 
 @grad_mode_independent
-def grad_eclip(model, images: torch.Tensor, targets: torch.Tensor, *,
+def grad_eclip(model: ClipModel, images: torch.Tensor, targets: torch.Tensor, *,
                departures: Departures = FAITHFUL, loosened: bool = True,
                qk: str = "out_proj") -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-ECLIP: channel weights dS/do_0 applied to the values (the published route)."""
@@ -144,7 +145,7 @@ def grad_eclip(model, images: torch.Tensor, targets: torch.Tensor, *,
 
 
 @grad_mode_independent
-def attention_eclip(model, images: torch.Tensor, targets: torch.Tensor, *,
+def attention_eclip(model: ClipModel, images: torch.Tensor, targets: torch.Tensor, *,
                     departures: Departures = FAITHFUL, loosened: bool = True,
                     qk: str = "out_proj") -> tuple[torch.Tensor, torch.Tensor]:
     """Attention-ECLIP: gradient of the score w.r.t. the CLS row of the attention probabilities."""
@@ -156,14 +157,14 @@ def attention_eclip(model, images: torch.Tensor, targets: torch.Tensor, *,
 # ----------------------------------------------------------------------------- text
 
 
-def default_text_blocks(model) -> int:
+def default_text_blocks(model: ClipModel) -> int:
     """All blocks of shallow text towers; the last half of deeper ones."""
-    depth = trace.depth(model, "text")
+    depth = model.depth("text")
     return depth if depth <= 4 else depth // 2
 
 
 @grad_mode_independent
-def text_eclip(model, tokens: torch.Tensor, targets: torch.Tensor, *, route: str,
+def text_eclip(model: ClipModel, tokens: torch.Tensor, targets: torch.Tensor, *, route: str,
                departures: Departures = FAITHFUL, loosened: bool = True, qk: str = "out_proj",
                n_blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token maps (B, K, L) for B texts and K image targets, with the token mask (B, L).
@@ -174,14 +175,11 @@ def text_eclip(model, tokens: torch.Tensor, targets: torch.Tensor, *, route: str
     """
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}")
-    depth = trace.depth(model, "text")
+    depth = model.depth("text")
     if n_blocks is None:
         n_blocks = default_text_blocks(model)
-    if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or not 1 <= n_blocks <= depth:
-        raise InputError(f"n_blocks must be an integer in 1..{depth} (the text blocks summed), "
-                         f"got {n_blocks!r}")
     with autograd():  # differentiable from the token embeddings on: frozen parameters work too
-        tr = trace.trace_text(model, tokens, departures, explained=n_blocks, differentiable=True)
+        tr = model.trace_text(tokens, heads=departures.heads, explained=n_blocks, differentiable=True)
         blocks = tr.blocks[-n_blocks:]
         cot = cosine_cotangents(tr.embedding, targets)
         leaves = [b.attn if route == "attention" else b.attn_out for b in blocks]
@@ -197,11 +195,11 @@ def text_eclip(model, tokens: torch.Tensor, targets: torch.Tensor, *, route: str
             contrib = grad.transpose(0, 1)[batch, :, :, eot].sum(2).transpose(0, 1)
         else:
             w = grad[:, batch, eot]  # (K, B, D)
-            contrib = torch.einsum("kbd,bld->kbl", w, trace.merge_heads(rec.v).detach())
+            contrib = torch.einsum("kbd,bld->kbl", w, merge_heads(rec.v).detach())
         if loosened:
             with torch.no_grad():
-                cos = loosened_attention(model, trace.merge_heads(rec.q)[batch, eot],
-                                         trace.merge_heads(rec.k), qk, tower="text", block=index)
+                cos = loosened_attention(model, merge_heads(rec.q)[batch, eot], merge_heads(rec.k), qk,
+                                         tower="text", block=index)
                 lam = minmax(cos) if departures.minmax_all_tokens else masked_minmax(cos, token_mask)
             contrib = lam[None] * contrib
         total = total + contrib

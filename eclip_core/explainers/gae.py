@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import torch
 
+from ..clip import ClipModel
 from ..departures import FAITHFUL, Departures
 from ..maps import to_grid
-from ..trace import trace_vision
-from .base import autograd, cosine_cotangents, cosine_scores, grad_leaf, grad_mode_independent, n_targets
+from .base import autograd, cosine_cotangents, cosine_scores, grad_leaf, grad_mode_independent, n_targets, record
 
 #: Targets differentiated together in one batched backward pass (bounds memory).
 TARGET_CHUNK = 16
 
 
 @grad_mode_independent
-def gae(model, images: torch.Tensor, targets: torch.Tensor, *, departures: Departures = FAITHFUL,
+def gae(model: ClipModel, images: torch.Tensor, targets: torch.Tensor, *, departures: Departures = FAITHFUL,
         last_block_only: bool = False, logit_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """R <- R + mean_h ReLU(dS/dA^h * A^h) R from R = I over all blocks; map = CLS row.
 
@@ -22,7 +22,7 @@ def gae(model, images: torch.Tensor, targets: torch.Tensor, *, departures: Depar
     over blocks); ``logit_scale=100`` explains 100 * cos, the logit, as that code does.
     """
     with autograd():  # from a leaf copy of the images: frozen parameters work too
-        tr = trace_vision(model, grad_leaf(images), departures)
+        tr = record(model, grad_leaf(images), departures)
         blocks = tr.blocks[-1:] if last_block_only else tr.blocks
         attns = [b.attn for b in blocks]
         cot = cosine_cotangents(tr.embedding, targets) * logit_scale  # (K, B, E)

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from .. import trace
+from ..clip import ClipModel
 from ..departures import FAITHFUL, Departures
 from ..maps import to_grid
-from .base import cosine_cotangents, cosine_scores, grad_mode_independent, pullback
+from .base import cosine_cotangents, cosine_scores, grad_mode_independent, pullback, record
 
 
 @grad_mode_independent
-def gradcam(model, images: torch.Tensor, targets: torch.Tensor, *,
+def gradcam(model: ClipModel, images: torch.Tensor, targets: torch.Tensor, *,
             departures: Departures = FAITHFUL) -> tuple[torch.Tensor, torch.Tensor]:
     """ReLU(sum_c mean_tokens(dS/dx)_c * x_{i,c}) over the last block's input tokens x."""
     with torch.no_grad():
-        tr = trace.trace_vision(model, images, departures, record="last")
+        tr = record(model, images, departures, "last")
     x = tr.blocks[-1].x_in
-    grad = pullback(lambda tokens: trace.cls_embedding_from_tokens(model, tokens, departures), x,
+    grad = pullback(lambda tokens: model.cls_embedding_from_tokens(tokens, departures.heads), x,
                     cosine_cotangents(tr.embedding, targets))  # (K, B, T, D)
     weights = grad.mean(2)  # (K, B, D)
     maps = torch.einsum("kbd,btd->bkt", weights, x[:, 1:]).clamp_min(0)

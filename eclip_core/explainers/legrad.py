@@ -27,34 +27,31 @@ from typing import Any
 
 import torch
 
-from .. import trace
+from ..clip import ClipModel
 from ..departures import FAITHFUL, Departures
-from ..errors import InputError
 from ..maps import minmax, to_grid
-from .base import autograd, blocks_in_words, cosine_cotangents, cosine_scores, explained_blocks, grad_leaf
+from .base import autograd, blocks_in_words, cosine_cotangents, cosine_scores, explained_blocks, grad_leaf, record
 
 POOLINGS = ("cls", "mean")
 #: Targets differentiated together in one batched backward pass (bounds memory).
 TARGET_CHUNK = 16
 
 
-def default_blocks(model) -> int:
+def default_blocks(model: ClipModel) -> int:
     """The public code's default: the last two blocks (one for a one-block model)."""
-    return min(2, trace.depth(model))
+    return min(2, model.depth())
 
 
-def legrad(model, images: torch.Tensor, targets: torch.Tensor, *, departures: Departures = FAITHFUL,
+def legrad(model: ClipModel, images: torch.Tensor, targets: torch.Tensor, *, departures: Departures = FAITHFUL,
            n_blocks: int | None = None, pooling: str = "cls") -> tuple[torch.Tensor, torch.Tensor]:
     """LeGrad over the last ``n_blocks`` blocks (default 2), each block's embedding pooled by
     its CLS token (``"cls"``) or by the mean of all its tokens (``"mean"``, the public code)."""
-    if pooling not in POOLINGS:
-        raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     n = explained_blocks(model, n_blocks, default_blocks(model))
     with autograd():  # from a leaf copy of the images: frozen parameters work too
-        tr = trace.trace_vision(model, grad_leaf(images), departures)
+        tr = record(model, grad_leaf(images), departures)
         total = torch.zeros(())
         for rec in tr.blocks[-n:]:
-            embedding = trace.readout(model, rec.x_out[:, 0] if pooling == "cls" else rec.x_out.mean(1))
+            embedding = model.readout(rec.x_out[:, 0] if pooling == "cls" else rec.x_out.mean(1))
             cot = cosine_cotangents(embedding, targets)  # (K, B, E)
             parts = [torch.autograd.grad(embedding, rec.attn, cot[start:start + TARGET_CHUNK], retain_graph=True,
                                          is_grads_batched=True)[0].clamp_min(0).mean((2, 3))[..., 1:]
@@ -64,7 +61,7 @@ def legrad(model, images: torch.Tensor, targets: torch.Tensor, *, departures: De
     return to_grid(minmax(total.transpose(0, 1)), tr.grid), cosine_scores(embedding.detach(), targets)
 
 
-def legrad_notes(model, options: dict[str, Any]) -> tuple[str, ...]:
+def legrad_notes(model: ClipModel, options: dict[str, Any]) -> tuple[str, ...]:
     """LeGrad's own departures, in words, for its options."""
     n = explained_blocks(model, options["n_blocks"], default_blocks(model))
     blocks = blocks_in_words(model, n)
@@ -73,5 +70,5 @@ def legrad_notes(model, options: dict[str, Any]) -> tuple[str, ...]:
                 f"({blocks}): not the model's output, even at the last block",)
     if n > 1:
         return (f"{blocks} each scored from its own CLS output through ln_post and proj: only block "
-                f"{trace.depth(model)}'s score is the model's output",)
+                f"{model.depth()}'s score is the model's output",)
     return ()

@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import torch
 
-from .. import trace
+from ..clip import ClipModel
 from ..departures import FAITHFUL, Departures
-from ..errors import InputError
 from ..maps import to_grid
 from .base import cosine_scores, n_targets, per_image, pullback, unit
 
 BASELINES = ("black", "mean")
 
 
-def baseline_colour(model, images: torch.Tensor, baseline: str = "black") -> torch.Tensor:
-    """(1, 3, 1, 1) the baseline colour in the model's normalised input space."""
-    if baseline not in BASELINES:
-        raise InputError(f"baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
-    mean, std = (torch.tensor(v, dtype=images.dtype, device=images.device) for v in trace.input_normalisation(model))
+def baseline_colour(model: ClipModel, images: torch.Tensor, baseline: str = "black") -> torch.Tensor:
+    """(1, 3, 1, 1) the baseline colour (one of :data:`BASELINES`) in the model's normalised input space."""
+    mean, std = (torch.tensor(v, dtype=images.dtype, device=images.device) for v in model.input_normalisation())
     colour = -mean / std if baseline == "black" else torch.zeros_like(mean)
     return colour.view(1, 3, 1, 1)
 
 
-def integrated_gradients(model, images: torch.Tensor, targets: torch.Tensor, *,
+def integrated_gradients(model: ClipModel, images: torch.Tensor, targets: torch.Tensor, *,
                          departures: Departures = FAITHFUL, steps: int = 32, baseline: str = "black",
                          batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Integrated gradients (Sundararajan et al. 2017) of the cosine on the patch embeddings.
@@ -43,27 +40,25 @@ def integrated_gradients(model, images: torch.Tensor, targets: torch.Tensor, *,
     tower for every target (batched over the targets): unlike the last-block methods, many
     targets cost many full backward passes.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InputError(f"steps must be a positive integer, got {steps!r}")
-    trace.check_images(model, images, departures)
+    model.check_images(images, departures.keep_size)
     t = per_image(targets.to(images.dtype), len(images)).transpose(0, 1)  # (K, B, E)
     with torch.no_grad():
-        p = trace.patch_embeddings(model, images)
-        p0 = trace.patch_embeddings(model, baseline_colour(model, images, baseline).expand_as(images).contiguous())
+        p = model.patch_embeddings(images)
+        p0 = model.patch_embeddings(baseline_colour(model, images, baseline).expand_as(images).contiguous())
         scores = cosine_scores(model.encode_image(images), targets)
     delta = p - p0
     total = torch.zeros(n_targets(targets), *p.shape, dtype=p.dtype, device=p.device)
     alphas = torch.arange(1, steps + 1, dtype=p.dtype, device=p.device) / steps
     for chunk in alphas.split(max(1, batch_size // len(images))):
         path = (p0 + chunk[:, None, None, None] * delta).flatten(0, 1)  # (s * B, N, D)
-        grads = pullback(lambda q: unit(trace.embedding_from_patches(model, q)), path,
+        grads = pullback(lambda q: unit(model.embedding_from_patches(q)), path,
                          t.repeat(1, len(chunk), 1))  # (K, s * B, N, D)
         total += grads.unflatten(1, (len(chunk), len(images))).sum(1)
     maps = (total / steps * delta).sum(-1)  # (K, B, N)
-    return to_grid(maps.transpose(0, 1), trace.grid_size(model)), scores
+    return to_grid(maps.transpose(0, 1), model.grid_size), scores
 
 
-def occlusion(model, images: torch.Tensor, targets: torch.Tensor, *, departures: Departures = FAITHFUL,
+def occlusion(model: ClipModel, images: torch.Tensor, targets: torch.Tensor, *, departures: Departures = FAITHFUL,
               baseline: str = "black", window: int = 1, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Score drop ``S(image) - S(image with the patch replaced by the baseline colour)``.
 
@@ -71,10 +66,8 @@ def occlusion(model, images: torch.Tensor, targets: torch.Tensor, *, departures:
     ``window`` occludes non-overlapping squares of ``window x window`` patches, each
     patch getting its square's drop. ``batch_size``: occluded images per pass.
     """
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise InputError(f"window must be a positive integer, got {window!r}")
-    trace.check_images(model, images, departures)
-    (ph, pw), (gh, gw) = trace.patch_size(model), trace.grid_size(model)
+    model.check_images(images, departures.keep_size)
+    (ph, pw), (gh, gw) = model.patch_size, model.grid_size
     colour = baseline_colour(model, images, baseline)
     cells = [(r, c) for r in range(0, gh, window) for c in range(0, gw, window)]
     masks = torch.zeros(len(cells), 1, *images.shape[-2:], dtype=torch.bool, device=images.device)

@@ -10,8 +10,13 @@ its keyword-only parameters (besides ``departures``); a method declares the mode
 supports (``"reference"`` asks it to honour the published code's departures), the
 allowed values of enumerated options and the interval of numeric ones. Every option
 value is also checked against its default's type (a flag must be ``True`` or
-``False``, a count an integer). A method is named ``"name"`` or ``"name:mode"``
-(:func:`parse_spec`).
+``False``, a count an integer), and bounds that depend on the model (a number of blocks)
+against the model explained.
+
+What to run is decided once, by :func:`resolve`: a method (by name, or ``"name:mode"``), its
+mode and its options become one checked :class:`Request`, which ``explain``, the evaluation
+loop, the randomisation cascade and the command line all run; nothing downstream checks
+them again.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
+from ..clip import ClipModel
 from ..departures import MODES, Departures, departures_for
 from ..errors import InputError
 from .attention import attention_rollout, raw_attention
@@ -52,22 +58,58 @@ def keyword_options(fn: Callable[..., Any], skip: tuple[str, ...] = ("departures
 
 @dataclass(frozen=True)
 class Bound:
-    """The interval a numeric option must lie in: ``Bound(0, 1, low_open=True)`` is (0, 1]."""
+    """The interval a numeric option must lie in: ``Bound(0, 1, low_open=True)`` is (0, 1].
+
+    ``high`` may depend on the model explained: a function of the :class:`ClipModel`
+    (``Bound(1, depth)``: at most the model's number of blocks), checked only where a model
+    is given."""
 
     low: float | None = None
-    high: float | None = None
+    high: float | Callable[[ClipModel], float] | None = None
     low_open: bool = False
+    integer: bool = False  # for options whose default (None) says nothing of their type
+    what: str = ""  # what the range counts, for the message ("the model's vision blocks")
 
-    def admits(self, value: float) -> bool:
+    def upper(self, model: ClipModel | None) -> float | None:
+        """The upper end for ``model`` (None: unbounded, or it depends on a model not given)."""
+        if callable(self.high):
+            return None if model is None else self.high(model)
+        return self.high
+
+    def admits(self, value: float, model: ClipModel | None = None) -> bool:
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
-        return self.high is None or value <= self.high
+        high = self.upper(model)
+        return high is None or value <= high
+
+    def describe(self, model: ClipModel | None = None) -> str:
+        high = self.upper(model)
+        what = f" ({self.what})" if self.what else ""
+        if self.integer and self.low is not None and high is not None and not self.low_open:
+            return f"an integer in {self.low:g}..{high:g}{what}"
+        low = None if self.low is None else f"{'(' if self.low_open else '['}{self.low:g}"
+        if high is None:
+            kind = "an integer " if self.integer else ""
+            return f"{kind}{'>' if self.low_open else '>='} {self.low:g}{what}" if self.low is not None else "any"
+        return f"in {low or '(-inf'}, {high:g}]{what}"
 
     def __str__(self) -> str:
-        low = None if self.low is None else f"{'(' if self.low_open else '['}{self.low:g}"
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}" if self.low is not None else "any"
-        return f"in {low or '(-inf'}, {self.high:g}]"
+        return self.describe()
+
+
+def depth(model: ClipModel) -> int:
+    """The model's number of vision blocks (an option's upper bound)."""
+    return model.depth("vision")
+
+
+def last_block(model: ClipModel) -> int:
+    """The index of the model's last vision block (an option's upper bound)."""
+    return model.depth("vision") - 1
+
+
+def text_depth(model: ClipModel) -> int:
+    """The model's number of text blocks (an option's upper bound)."""
+    return model.depth("text")
 
 
 def _type_problem(value: Any, default: Any) -> str | None:
@@ -85,9 +127,11 @@ def _type_problem(value: Any, default: Any) -> str | None:
 
 
 def check_options(owner: str, declared: Mapping[str, Any], options: Mapping[str, Any],
-                  choices: Mapping[str, tuple[Any, ...]], bounds: Mapping[str, Bound] | None = None) -> None:
+                  choices: Mapping[str, tuple[Any, ...]], bounds: Mapping[str, Bound] | None = None,
+                  model: ClipModel | None = None) -> None:
     """Refuse an option ``owner`` does not declare, a value of another type than its
-    default's, outside its choices (exact match; the message lists them) or its bounds."""
+    default's, outside its choices (exact match; the message lists them) or its bounds
+    (those that depend on the model only where ``model`` is given)."""
     for name, value in options.items():
         if name not in declared:
             valid = ", ".join(sorted(declared)) or "none"
@@ -105,8 +149,11 @@ def check_options(owner: str, declared: Mapping[str, Any], options: Mapping[str,
         if problem:
             raise InputError(f"{owner}: {name} must be {problem}, got {value!r}")
         bound = (bounds or {}).get(name)
-        if bound is not None and value is not None and not bound.admits(value):
-            raise InputError(f"{owner}: {name} must be {bound}, got {value!r}")
+        if bound is not None and value is not None and bound.integer and \
+                (isinstance(value, bool) or not isinstance(value, int)):
+            raise InputError(f"{owner}: {name} must be {bound.describe(model)}, got {value!r}")
+        if bound is not None and value is not None and not bound.admits(value, model):
+            raise InputError(f"{owner}: {name} must be {bound.describe(model)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -150,23 +197,9 @@ class Method:
         """The options ``explain_text`` accepts (empty without a text branch)."""
         return keyword_options(text_eclip, ("departures", "route")) if self.text_route else {}
 
-    def check(self, mode: str, options: Mapping[str, Any], *, text: bool = False) -> Departures:
-        """The departures of ``mode``, after refusing an unknown mode or option."""
-        if mode not in self.modes:
-            raise InputError(f"method {self.name!r} has no mode {mode!r}; its modes: {', '.join(self.modes)}")
-        if text and self.text_route is None:
-            raise InputError(f"method {self.name!r} has no text branch")
-        declared = self.text_options if text else self.options
-        check_options(f"method {self.name!r}", declared, options, self.choices, self.bounds)
-        return departures_for(mode)
-
-    def departures(self, model, mode: str, options: Mapping[str, Any]) -> Departures:
-        """Everything an explanation of ``model`` in ``mode`` with ``options`` departs by:
-        the mode's (:meth:`check`) and the method's own (:attr:`notes`)."""
-        departures = self.check(mode, options)
-        if self.notes is None:
-            return departures
-        return departures.with_notes(*self.notes(model, {**self.options, **options}))
+    def notes_for(self, model: ClipModel, options: Mapping[str, Any]) -> tuple[str, ...]:
+        """The method's own departures for ``model`` and ``options`` (defaults filled in), in words."""
+        return self.notes(model, {**self.options, **options}) if self.notes is not None else ()
 
 
 METHODS: dict[str, Method] = {}
@@ -193,45 +226,91 @@ def unregister(name: str) -> Method:
     return METHODS.pop(name)
 
 
-def get_method(name: str, mode: str = "faithful") -> Method:
-    """The registered method ``name``, checked to support ``mode``."""
+def _method(name: str) -> Method:
+    """The registered method ``name``, or an error naming the closest."""
     if name not in METHODS:
         close = difflib.get_close_matches(str(name).lower().replace("-", "_"), list(METHODS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}{hint}")
-    method = METHODS[name]
-    if mode not in method.modes:
-        raise InputError(f"method {name!r} has no mode {mode!r}; its modes: {', '.join(method.modes)}")
-    return method
+    return METHODS[name]
 
 
-class Spec(NamedTuple):
-    """A method and a mode: ``"grad_eclip:reference"``; a bare name is faithful."""
+@dataclass(frozen=True)
+class Request:
+    """A method, its mode and its options, checked once by :func:`resolve`.
 
-    name: str
+    ``str(request)`` is its label in tables: ``"grad_eclip"``, ``"grad_eclip:reference"``.
+    ``departures`` are the mode's; :meth:`departures_for` adds the method's own for a model.
+    """
+
+    method: Method
     mode: str = "faithful"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    text: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.method.name
+
+    @property
+    def departures(self) -> Departures:
+        """The mode's departures (the published code's in ``"reference"``)."""
+        return departures_for(self.mode)
+
+    def departures_for(self, model: ClipModel) -> Departures:
+        """Everything an explanation of ``model`` departs by: the mode's and the method's own."""
+        return self.departures.with_notes(*self.method.notes_for(model, self.options))
 
     def __str__(self) -> str:
         return self.name if self.mode == "faithful" else f"{self.name}:{self.mode}"
 
 
-def parse_spec(spec: str | Spec) -> Spec:
-    """``"grad_eclip:reference"`` -> ``Spec("grad_eclip", "reference")``, checked against the registry."""
-    if isinstance(spec, Spec):
-        name, mode = spec
+def resolve(method: str | Method | Request, mode: str | None = None, options: Mapping[str, Any] | None = None,
+            *, text: bool = False, model: ClipModel | None = None) -> Request:
+    """The one place a request is decided: the method (a name, ``"name:mode"``, a
+    :class:`Method` or a :class:`Request`), its mode (default: the one in the name, else
+    ``"faithful"``; a different one given twice is refused) and its options (merged over a
+    request's own), checked against the registry -- the mode among the method's, a text
+    branch where ``text``, every option declared, of its default's type, within its choices
+    and bounds; with ``model``, the bounds that depend on it too."""
+    given = dict(options or {})
+    if isinstance(method, Request):
+        if mode is not None and mode != method.mode:
+            raise InputError(f"{method} is already in mode {method.mode!r}; mode={mode!r} contradicts it")
+        base, mode, given = method.method, method.mode, {**method.options, **given}
+        text = text or method.text
+    elif isinstance(method, Method):
+        base = method
+    elif isinstance(method, str):
+        name, colon, named_mode = method.partition(":")
+        if colon and mode is not None and mode != named_mode:
+            raise InputError(f"{method!r} names mode {named_mode!r} but mode={mode!r} was given: name it once")
+        base = _method(name)
+        mode = named_mode if colon else mode
     else:
-        name, _, mode = str(spec).partition(":")
-    result = Spec(name, mode or "faithful")
-    get_method(*result)
-    return result
+        raise InputError(f"method must be a name such as 'grad_eclip' or 'grad_eclip:reference', "
+                         f"got {type(method).__name__}")
+    mode = mode or "faithful"
+    if mode not in base.modes:
+        raise InputError(f"method {base.name!r} has no mode {mode!r}; its modes: {', '.join(base.modes)}")
+    if text and base.text_route is None:
+        raise InputError(f"method {base.name!r} has no text branch")
+    declared = base.text_options if text else base.options
+    bounds = TEXT_BOUNDS if text else base.bounds
+    check_options(f"method {base.name!r}", declared, given, base.choices, bounds, model)
+    return Request(base, mode, given, text)
 
 
-def all_specs() -> list[Spec]:
-    """Every registered method in every mode it supports."""
-    return [Spec(m.name, mode) for m in METHODS.values() for mode in m.modes]
+def all_requests() -> list[Request]:
+    """Every registered method in every mode it supports, with its default options."""
+    return [Request(m, mode) for m in METHODS.values() for mode in m.modes]
 
 
 ECLIP_CHOICES = {"qk": QK_CHOICES}
+#: A number of the last vision blocks: 1 to the model's depth.
+BLOCKS = Bound(1, depth, integer=True, what="the model's vision blocks")
+#: The text branch's options' bounds (its blocks summed: 1 to the text tower's depth).
+TEXT_BOUNDS = {"n_blocks": Bound(1, text_depth, integer=True, what="the text blocks summed")}
 register(Method("grad_eclip", grad_eclip, "Grad-ECLIP: dS/d(attention output) applied to the values",
                 MODES, text_route="grad", choices=ECLIP_CHOICES))
 register(Method("attention_eclip", attention_eclip,
@@ -239,7 +318,7 @@ register(Method("attention_eclip", attention_eclip,
                 MODES, text_route="attention", choices=ECLIP_CHOICES))
 register(Method("attention", raw_attention, "raw self-attention of the last block (CLS row, mean over heads)"))
 register(Method("rollout", attention_rollout, "attention rollout (Abnar & Zuidema 2020)",
-                bounds={"start_block": Bound(0)}))
+                bounds={"start_block": Bound(0, last_block, integer=True, what="the model's vision blocks")}))
 register(Method("gae", gae, "Generic Attention Explainability (Chefer et al. 2021), rollout over blocks",
                 bounds={"logit_scale": Bound(0, low_open=True)}))
 register(Method("gradcam", gradcam, "Grad-CAM on the tokens entering the last block"))
@@ -249,11 +328,13 @@ register(Method("rise", rise, "RISE: saliency from randomly masked forward passe
                         "keep": Bound(0, 1, low_open=True)}))
 register(Method("legrad", legrad, "LeGrad: positive gradients of per-block scores w.r.t. the attention, "
                 "last blocks summed, min-max", choices={"pooling": POOLINGS}, notes=legrad_notes,
-                bounds={"n_blocks": Bound(1)}))
+                bounds={"n_blocks": BLOCKS}))
 register(Method("direct_contributions", direct_contributions,
-                "direct contributions: each patch's head terms of the embedding (final norm frozen), last blocks"))
+                "direct contributions: each patch's head terms of the embedding (final norm frozen), last blocks",
+                bounds={"n_blocks": BLOCKS}))
 register(Method("clip_surgery", clip_surgery, "CLIP Surgery: v-v attention path and feature surgery "
-                "(a modified network; maps relative to the prompts)", notes=surgery_notes, prompt_set=True))
+                "(a modified network; maps relative to the prompts)", notes=surgery_notes, prompt_set=True,
+                bounds={"n_blocks": BLOCKS}))
 register(Method("integrated_gradients", integrated_gradients,
                 "integrated gradients on the patch embeddings from a black image", choices={"baseline": BASELINES},
                 bounds={"steps": Bound(1), "batch_size": Bound(1)}))

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .. import trace
+from ..clip import ClipModel
 from ..departures import FAITHFUL, Departures
-from .base import cosine_scores, grad_mode_independent, per_image, unit
+from .base import cosine_scores, grad_mode_independent, per_image, record, unit
 
 
 def rise_masks(n: int, size: tuple[int, int], cells: int, keep: float,
@@ -46,7 +46,7 @@ def rise_saliency(score_fn: Callable[[torch.Tensor], torch.Tensor], image: torch
 
 
 @grad_mode_independent
-def rise(model, images: torch.Tensor, targets: torch.Tensor, *, departures: Departures = FAITHFUL,
+def rise(model: ClipModel, images: torch.Tensor, targets: torch.Tensor, *, departures: Departures = FAITHFUL,
          n_masks: int = 500, cells: int = 8, keep: float = 0.5, batch_size: int = 100, seed: int = 0,
          progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """RISE saliency for every target from the same masked passes, pooled to the patch grid.
@@ -54,16 +54,16 @@ def rise(model, images: torch.Tensor, targets: torch.Tensor, *, departures: Depa
     Masks multiply the normalised input, so a masked pixel takes the dataset mean colour.
     ``progress``: a progress bar over the batches of masks (on stderr).
     """
-    trace.check_images(model, images, departures)
+    model.check_images(images, departures.keep_size)
     generator = torch.Generator().manual_seed(seed)
     masks = rise_masks(n_masks, (images.shape[-2], images.shape[-1]), cells, keep, generator).to(images)
-    patch = trace.patch_size(model)
+    patch = model.patch_size
     grid = (images.shape[-2] // patch[0], images.shape[-1] // patch[1])
     t = per_image(targets.to(images.dtype), len(images))
 
     def embed(batch: torch.Tensor) -> torch.Tensor:
         if departures.changes_forward:
-            return trace.trace_vision(model, batch, departures, record="last").embedding
+            return record(model, batch, departures, "last").embedding
         return model.encode_image(batch)
 
     def score(batch: torch.Tensor, image_targets: torch.Tensor) -> torch.Tensor:

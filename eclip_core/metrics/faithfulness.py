@@ -49,13 +49,13 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
-from .. import maps, trace
+from .. import maps
+from ..clip import ClipModel
 from ..errors import InputError
-from ..inputs import check_image_tensor, load_image, model_dtype_device, normalization, text_targets, unpack
-from .registry import metric
+from ..inputs import check_image_tensor, load_image, normalization
+from ..models import Model, as_model
+from .registry import direction, metric
 
-DELETION_DIRECTION = "deletion: lower is better"
-INSERTION_DIRECTION = "insertion: higher is better"
 BASELINES = ("uniform", "blur", "mean", "black", "road")
 TIES = ("raster", "random")
 #: ROAD's imputation weights: direct neighbours 1/6, diagonal ones 1/12 (Rong et al. 2022).
@@ -69,17 +69,13 @@ PUBLISHED_SCORE_EVERY = 10  # score every 10th step ...
 PUBLISHED_LAST_STEP = 100  # ... up to 100 steps = half of the image
 
 
-def _mean_std(model, preprocess) -> tuple[torch.Tensor, torch.Tensor]:
-    """(3,) mean and std of the preprocess's Normalize (or of the model's preprocess_cfg)."""
-    if preprocess is not None:
-        norm = normalization(preprocess)
+def _mean_std(model: ClipModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3,) mean and std of the preprocess's Normalize (else the model's declared normalisation)."""
+    if model.preprocess is not None:
+        norm = normalization(model.preprocess)
         mean, std = norm.mean, norm.std
     else:
-        cfg = trace.preprocess_config(model) or {}
-        if "mean" not in cfg or "std" not in cfg:
-            raise InputError("cannot un-normalise the input: pass the model's preprocess "
-                             "(or a load_model() result)")
-        mean, std = cfg["mean"], cfg["std"]
+        mean, std = model.input_normalisation()
     return (torch.as_tensor(mean, dtype=torch.float64).reshape(3),
             torch.as_tensor(std, dtype=torch.float64).reshape(3))
 
@@ -95,17 +91,17 @@ def _target_index(target_index, texts, k: int) -> int:
     return index
 
 
-def _as_input(model, preprocess, image) -> torch.Tensor:
+def _as_input(model: ClipModel, image) -> torch.Tensor:
     """A (3, H, W) preprocessed tensor at the model's native size."""
     if isinstance(image, torch.Tensor):
         x = check_image_tensor(image[0] if image.ndim == 4 and image.shape[0] == 1 else image)
         if x.ndim != 3 or x.shape[0] != 3:
             raise InputError(f"image must be a (3, H, W) preprocessed tensor, got {tuple(image.shape)}")
     else:
-        if preprocess is None:
+        if model.preprocess is None:
             raise InputError("PIL images need the model's preprocess")
-        x = preprocess(load_image(image))
-    size = trace.declared_input_size(model)
+        x = model.preprocess(load_image(image))
+    size = model.image_size if model.traced else None
     if size is not None and tuple(x.shape[-2:]) != size:
         raise InputError(f"image is {tuple(x.shape[-2:])} but the model's input is {tuple(size)}: "
                          f"metrics are measured on the model's own preprocessed input")
@@ -168,7 +164,8 @@ class CurveResult:
 
     @property
     def direction(self) -> str:
-        return DELETION_DIRECTION if self.kind == "deletion" else INSERTION_DIRECTION
+        """``"deletion: lower is better"`` or ``"insertion: higher is better"``."""
+        return f"{self.kind}: {direction(f'{self.kind}_auc')}"
 
     @property
     def higher_is_better(self) -> bool:
@@ -267,7 +264,7 @@ def road_impute(pixels: torch.Tensor, removed: torch.Tensor, seed: int = 0,
     return torch.where(removed, (x + jitter).clamp(0, 1), pixels)
 
 
-def perturbation_curves(model, images: torch.Tensor, saliencies, targets, target_indices, *,
+def perturbation_curves(model: Model, images: torch.Tensor, saliencies, targets, target_indices, *,
                         kind: str = "deletion", preprocess=None, tokenizer=None,
                         steps: int = DEFAULT_STEPS,
                         baseline: str | None = None, protocol: str = "ours", seed: int = 0,
@@ -288,21 +285,21 @@ def perturbation_curves(model, images: torch.Tensor, saliencies, targets, target
         raise InputError(f"kind must be 'deletion' or 'insertion', got {kind!r}")
     if protocol not in PROTOCOLS:
         raise InputError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    model, preprocess, tokenizer = unpack(model, preprocess, tokenizer)
+    clip = as_model(model, preprocess, tokenizer)
     if baseline is None:
         baseline = "black" if (protocol == "published" and kind == "insertion") else "uniform"
     if baseline not in BASELINES:
         raise InputError(f"baseline must be one of {BASELINES}, got {baseline!r}")
-    dtype, device = model_dtype_device(model)
+    dtype, device = clip.dtype, clip.device
     if isinstance(images, torch.Tensor) and images.ndim == 3:
         images = images[None]
-    images = torch.stack([_as_input(model, preprocess, im) for im in images]).to(torch.float64).cpu()
+    images = torch.stack([_as_input(clip, im) for im in images]).to(torch.float64).cpu()
     n, _, h, w = images.shape
     given = saliencies if isinstance(saliencies, (list, tuple)) else list(saliencies)
     if len(given) != n:
         raise InputError(f"{len(given)} saliency maps for {n} images")
     sal = torch.stack([upsample(s, (h, w)) for s in given]).reshape(n, h * w)
-    tgt = text_targets(model, tokenizer, targets)
+    tgt = clip.text_embeddings(targets)
     idx = [_target_index(t, targets, tgt.shape[0]) for t in
            (target_indices if isinstance(target_indices, (list, tuple, np.ndarray, torch.Tensor))
             else [target_indices])]
@@ -310,7 +307,7 @@ def perturbation_curves(model, images: torch.Tensor, saliencies, targets, target
         raise InputError(f"{len(idx)} target indices for {n} images")
     idx_t = torch.tensor(idx)
 
-    mean, std = _mean_std(model, preprocess)
+    mean, std = _mean_std(clip)
     m4, s4 = mean.reshape(1, 3, 1, 1), std.reshape(1, 3, 1, 1)
     pixels = images * s4 + m4  # un-normalise
     ties = ties or ("random" if protocol == "published" else "raster")
@@ -340,7 +337,7 @@ def perturbation_curves(model, images: torch.Tensor, saliencies, targets, target
                 x = torch.where(perturbed, base[ci], images[ci])
             else:
                 x = torch.where(perturbed, images[ci], base[ci])
-            emb = F.normalize(model.encode_image(x.to(device)), dim=-1)
+            emb = F.normalize(clip.encode_image(x.to(device)), dim=-1)
             cos = (emb @ tgt_d.T).double().cpu()
             scores[ci, si] = cos[torch.arange(len(ci)), idx_t[ci]]
             correct[ci, si] = cos.argmax(-1) == idx_t[ci]
@@ -358,7 +355,7 @@ def perturbation_curves(model, images: torch.Tensor, saliencies, targets, target
 
 @metric("lower", deletion_auc="area under the cosine-with-the-target deletion curve",
         deletion_acc_auc="area under the zero-shot top-1 deletion curve")
-def deletion_curve(model, image, saliency, targets, target_index, *, preprocess=None,
+def deletion_curve(model: Model, image, saliency, targets, target_index, *, preprocess=None,
                    tokenizer=None, steps: int = DEFAULT_STEPS, baseline: str | None = None,
                    protocol: str = "ours", seed: int = 0, batch_size: int = 64,
                    blur_sigma: float | None = None) -> CurveResult:
@@ -387,7 +384,7 @@ def deletion_curve(model, image, saliency, targets, target_index, *, preprocess=
 
 @metric("higher", insertion_auc="area under the cosine-with-the-target insertion curve",
         insertion_acc_auc="area under the zero-shot top-1 insertion curve")
-def insertion_curve(model, image, saliency, targets, target_index, *, preprocess=None,
+def insertion_curve(model: Model, image, saliency, targets, target_index, *, preprocess=None,
                     tokenizer=None, steps: int = DEFAULT_STEPS, baseline: str | None = None,
                     protocol: str = "ours", seed: int = 0, batch_size: int = 64,
                    blur_sigma: float | None = None) -> CurveResult:

@@ -1,4 +1,9 @@
-"""Every metric declares its direction: whether a higher value means a better explanation."""
+"""Every metric declares its direction once: whether a higher value means a better explanation.
+
+The metric functions declare theirs with :func:`metric`; measures computed elsewhere (the
+counterfactual truth, the randomisation cascade) with :func:`declare`. Every table, note and
+ranking reads the direction here (:func:`higher_is_better`, :func:`direction`).
+"""
 
 from __future__ import annotations
 
@@ -41,6 +46,22 @@ def metric(direction: str, **columns: str) -> Callable[[F], F]:
     return register
 
 
+def declare(name: str, direction: str, description: str, function: str = "") -> Metric:
+    """Declare a measure that no metric function of this package returns (``direction``:
+    ``"higher"`` or ``"lower"`` is better)."""
+    if direction not in ("higher", "lower"):
+        raise ValueError(f"direction must be 'higher' or 'lower', got {direction!r}")
+    METRICS[name] = Metric(name, direction == "higher", description, function)
+    return METRICS[name]
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether a higher value of the metric column ``name`` means a better explanation."""
+    if name not in METRICS:
+        raise KeyError(f"no metric {name!r} is declared; declared: {', '.join(sorted(METRICS))}")
+    return METRICS[name].higher_is_better
+
+
 def direction(name: str) -> str:
     """``"higher is better"`` or ``"lower is better"`` for a metric column."""
-    return "higher is better" if METRICS[name].higher_is_better else "lower is better"
+    return "higher is better" if higher_is_better(name) else "lower is better"

@@ -1,8 +1,8 @@
 """Ground truth by construction: what each object of a scene is worth to the model's score.
 
-A shapes scene is drawn from a description (:class:`~eclip_core.shapes.Drawing`), so it
+A shapes scene is drawn from a description (:class:`~eclip_core.world.shapes.Drawing`), so it
 can be drawn again with any of its objects removed, the background as it was beneath
-them (:func:`~eclip_core.shapes.edit`). The drop of the original model's score when
+them (:func:`~eclip_core.world.shapes.edit`). The drop of the original model's score when
 object ``i`` is removed is that object's *true effect*: measured in distribution, with
 no pasted colour, blur or imputation. For every explanation of a scene's target this
 module compares the share of the map's mass on each object
@@ -34,28 +34,31 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import shapes
-from .errors import InputError
-from .evaluation import Item, evaluate, zero_shot_scores
-from .inputs import native_batch, unpack
-from .metrics import energy_in_mask, perturbation_curves
-from .stats import Interval, bootstrap, spearman
+from ..errors import InputError
+from ..evaluation import Item, evaluate, zero_shot_scores
+from ..metrics import declare, direction, energy_in_mask, higher_is_better, perturbation_curves
+from ..models import Model, as_model
+from ..stats import Interval, bootstrap, spearman
+from ..world import shapes
 
 #: The perturbation metrics :meth:`GroundTruthStudy.ranks` sets against the truth: name -> column.
 RANKED_METRICS = {"deletion": "deletion_auc", "insertion": "insertion_auc", "ROAD": "road_deletion_auc"}
 
-#: The columns of :class:`GroundTruthStudy` for which lower is better.
-LOWER_IS_BETTER = frozenset({"deletion_auc", "deletion_acc_auc", "road_deletion_auc", "cf_regret",
-                             "cf_regret_random"})
+# The measures of this module, each with its direction (read by every ranking and sign below).
+declare("cf_correlation", "higher", "rank correlation of the map's share per object with its true removal effect")
+declare("cf_top", "higher", "the map's largest share is on the object whose removal drops the score most")
+declare("cf_regret", "lower", "area lost by removing objects in the map's order rather than the best one")
+declare("cf_regret_random", "lower", "the same for a random order")
+declare("road_deletion_auc", "lower", "deletion AUC with ROAD's noisy linear imputation", "perturbation_curves")
 
 
-def removal_scores(bundle, scene: shapes.Scene, texts: Sequence[str]) -> dict[frozenset[int], np.ndarray]:
+def removal_scores(model: Model, scene: shapes.Scene, texts: Sequence[str]) -> dict[frozenset[int], np.ndarray]:
     """The original model's cosine with each text, for the scene with every subset of its
     objects removed: ``{removed: (K,) scores}``, ``frozenset()`` being the scene itself."""
-    return removal_scores_many(bundle, [scene], [texts])[0]
+    return removal_scores_many(model, [scene], [texts])[0]
 
 
-def removal_scores_many(bundle, scenes: Sequence[shapes.Scene], texts: Sequence[Sequence[str]],
+def removal_scores_many(model: Model, scenes: Sequence[shapes.Scene], texts: Sequence[Sequence[str]],
                         batch_size: int = 256) -> list[dict[frozenset[int], np.ndarray]]:
     """:func:`removal_scores` for many scenes, each with its own texts, all removals of all
     scenes going through the model in batches of ``batch_size``."""
@@ -70,7 +73,7 @@ def removal_scores_many(bundle, scenes: Sequence[shapes.Scene], texts: Sequence[
                 subsets.append((s, frozenset(removed)))
                 images.append(shapes.edit(scene, remove=removed).image if removed else scene.image)
     distinct = list(dict.fromkeys(t for per in texts for t in per))
-    scores = torch.cat([zero_shot_scores(bundle, images[i:i + batch_size], distinct)
+    scores = torch.cat([zero_shot_scores(model, images[i:i + batch_size], distinct)
                         for i in range(0, len(images), batch_size)]).double().cpu().numpy()
     columns = [[distinct.index(t) for t in per] for per in texts]
     out: list[dict[frozenset[int], np.ndarray]] = [{} for _ in scenes]
@@ -194,7 +197,7 @@ class GroundTruthStudy:
         ranks = pd.DataFrame({"truth": exact["cf_correlation"].rank(ascending=False)})
         for name, column in RANKED_METRICS.items():
             if column in exact:
-                ranks[name] = exact[column].rank(ascending=column in LOWER_IS_BETTER)
+                ranks[name] = exact[column].rank(ascending=not higher_is_better(column))
         metrics = [name for name in RANKED_METRICS if name in ranks]
         if not metrics:
             raise InputError("no perturbation metric was measured: nothing to rank against the truth")
@@ -203,9 +206,9 @@ class GroundTruthStudy:
 
     def agreement(self, metric: str, truth: str = "cf_correlation", n_boot: int = 1000) -> Interval:
         """Spearman correlation, across methods, between their mean ``truth`` and their mean
-        pixel ``metric`` (each signed so that higher is better, :data:`LOWER_IS_BETTER`;
+        pixel ``metric`` (each signed so that higher is better, :func:`~eclip_core.metrics.higher_is_better`;
         means equal to 9 decimals tie), with an interval from resampling scenes."""
-        sign_truth, sign = (-1.0 if name in LOWER_IS_BETTER else 1.0 for name in (truth, metric))
+        sign_truth, sign = (1.0 if higher_is_better(name) else -1.0 for name in (truth, metric))
         pivot_truth = self.per_item.pivot_table(index="scene", columns="method", values=truth, aggfunc="sum")
         pivot_metric = self.per_item.pivot_table(index="scene", columns="method", values=metric, aggfunc="sum")
         counts = self.per_item.pivot_table(index="scene", columns="method", values=truth, aggfunc="count")
@@ -225,7 +228,7 @@ class GroundTruthStudy:
         return self._by_scene(self.methods[0], "target_effect_largest")  # the same for every method
 
 
-def ground_truth_study(bundle, scenes: Sequence[shapes.Scene], methods: Sequence[str], *,
+def ground_truth_study(model: Model, scenes: Sequence[shapes.Scene], methods: Sequence[str], *,
                        steps: int = 16, rise_masks: int = 100, road: bool = True, road_steps: int = 8,
                        curves: Sequence[str] = ("deletion", "insertion"), seed: int = 0,
                        options: dict[str, dict[str, Any]] | None = None,
@@ -240,22 +243,21 @@ def ground_truth_study(bundle, scenes: Sequence[shapes.Scene], methods: Sequence
     if len(set(methods)) != len(list(methods)):
         raise InputError(f"each method once, please: {list(methods)} names one twice")
     prompts = [[f"a {o.phrase}" for o in s.objects] for s in scenes]
-    scores = removal_scores_many(bundle, scenes, prompts)
+    scores = removal_scores_many(model, scenes, prompts)
     effects = [true_effects(sc, len(s.objects)) for sc, s in zip(scores, scenes)]
     items = scene_targets(scenes)
     where = [(s, i) for s, scene in enumerate(scenes) for i in range(len(scene.objects))]
-    result = evaluate(bundle, items, list(methods), texts=shapes.prompts(), steps=steps,
+    result = evaluate(model, items, list(methods), texts=shapes.prompts(), steps=steps,
                       rise_masks=rise_masks, seed=seed, ties="random", timing=False, keep_maps=True, curves=curves,
                       progress=progress, options=options)
     per_item = result.per_image.copy()
     extra: list[dict[str, float]] = []
     road_auc: dict[str, list[float]] = {}
     if road:
-        model, preprocess, _ = unpack(bundle)
-        images = native_batch([it.image for it in items], preprocess)
+        images = as_model(model).native_input([it.image for it in items])
         target_idx = [shapes.prompts().index(it.target) for it in items]
         for method, maps in result.maps.items():
-            road_curves = perturbation_curves(bundle, images, maps, shapes.prompts(), target_idx, kind="deletion",
+            road_curves = perturbation_curves(model, images, maps, shapes.prompts(), target_idx, kind="deletion",
                                          steps=road_steps, baseline="road", ties="random", seed=seed)
             road_auc[method] = [c.auc_score for c in road_curves]
     for method in result.maps:
@@ -273,5 +275,6 @@ def ground_truth_study(bundle, scenes: Sequence[shapes.Scene], methods: Sequence
     per_item = pd.concat([per_item.reset_index(drop=True), pd.DataFrame(extra)], axis=1)
     return GroundTruthStudy(per_item, effects, list(result.maps), seed,
                             notes=[f"{len(scenes)} scenes, {len(items)} (scene, object) items",
-                                   "cf_correlation, cf_top: higher is better; cf_regret: lower is better",
+                                   f"cf_correlation, cf_top: {direction('cf_correlation')}; "
+                                   f"cf_regret: {direction('cf_regret')}",
                                    "intervals: 95% bootstrap over scenes"])

@@ -1,4 +1,7 @@
-"""Model randomisation (Adebayo et al. 2018): maps must change when the model's weights do."""
+"""Model randomisation (Adebayo et al. 2018): maps must change when the model's weights do.
+
+A check of explainers rather than a metric of one map: it explains the same images again and
+again on copies of the model whose weights are redrawn from the top down."""
 
 from __future__ import annotations
 
@@ -11,11 +14,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .. import trace
-from ..explainers import Spec, explain, parse_spec
-from ..inputs import as_list, load_image, prepare_images, text_targets, unpack
-from ..stats import pearson, spearman
-from .registry import metric
+from .clip import ClipModel
+from .explainers import Request, explain, resolve
+from .inputs import as_list, load_image
+from .metrics import declare
+from .models import Model, as_model
+from .stats import pearson, spearman
+
+declare("randomisation_spearman", "lower",
+        "rank correlation of the maps with the trained model's once weights are randomised", "cascade")
 
 
 @dataclass
@@ -39,9 +46,9 @@ class CascadeStep:
     per_image: tuple[float, ...] = ()  # each image's Spearman correlation, mean over the targets
 
 
-def randomise_(model, names: Iterable[str], generator: torch.Generator) -> None:
+def randomise_(model: ClipModel, names: Iterable[str], generator: torch.Generator) -> None:
     """Redraw each named image-tower parameter from a Gaussian with the tensor's own mean and std."""
-    params = trace.vision_parameters(model)
+    params = model.vision_parameters()
     with torch.no_grad():
         for name in names:
             p = params[name]
@@ -52,45 +59,43 @@ def randomise_(model, names: Iterable[str], generator: torch.Generator) -> None:
             p.copy_((noise * sd + mu).to(p.dtype))
 
 
-def _explain_maps(bundle, spec: str, images, targets: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
-    name, mode = parse_spec(spec)
-    return explain(bundle, images, targets, method=name, mode=mode, **options).maps.detach().double()
+def _explain_maps(model: ClipModel, request: Request, images, targets: torch.Tensor) -> torch.Tensor:
+    return explain(model, images, targets, request).maps.detach().double()
 
 
-@metric("lower", randomisation_spearman="rank correlation of the maps with the trained model's "
-                                          "once weights are randomised")
-def cascade(bundle, methods: Sequence[str], images, texts, *, seed: int = 0,
+def cascade(model: Model, methods: Sequence[str | Request], images, texts, *, seed: int = 0,
             options: dict[str, dict[str, Any]] | None = None,
             progress: bool = False) -> dict[str, list[CascadeStep]]:
     """The randomisation cascade for several methods on the same randomised models.
 
-    ``methods``: names, or ``"name:reference"`` specs; ``options``: per-method keyword
-    arguments for ``explain``. Returns the steps per method (see :func:`randomisation_cascade`).
+    ``methods``: names, ``"name:reference"`` or requests; ``options``: per method label,
+    keyword arguments for ``explain``. Returns the steps per method label (see
+    :func:`randomisation_cascade`); lower correlation after step 0 is better.
     """
-    model, preprocess, tokenizer = unpack(bundle)
-    options = options or {}
-    targets = text_targets(model, tokenizer, texts)
+    clip = as_model(model)
+    requests = [resolve(m, options=(options or {}).get(str(m), {})) for m in methods]
+    targets = clip.text_embeddings(texts)
     if not isinstance(images, torch.Tensor):
         images = [load_image(im) for im in as_list(images)]  # decoded once, explained many times
-    twin = copy.deepcopy(model).eval()  # never touch the user's model
-    twin_bundle = (twin, preprocess, tokenizer)
-    native, _ = prepare_images(twin, preprocess, images)
+    twin = clip.with_module(copy.deepcopy(clip.module).eval())  # never touch the user's model
+    native = twin.native_input(images)
 
     def predictions():  # the (randomised) original model's zero-shot top-1 on its own input
         with torch.no_grad():
             return (F.normalize(twin.encode_image(native), dim=-1) @ targets.T).argmax(-1)
 
     pred0 = predictions()
-    trained = {m: _explain_maps(twin_bundle, m, images, targets, options.get(m, {})) for m in methods}
+    trained = {str(r): _explain_maps(twin, r, images, targets) for r in requests}
     generator = torch.Generator().manual_seed(seed)
-    groups: list[tuple[str, list[str]]] = [("trained", [])] + trace.vision_parameter_groups(model)
-    out: dict[str, list[CascadeStep]] = {m: [] for m in methods}
+    groups: list[tuple[str, list[str]]] = [("trained", [])] + clip.vision_parameter_groups()
+    out: dict[str, list[CascadeStep]] = {str(r): [] for r in requests}
     for step, (name, names) in enumerate(tqdm(groups, desc="randomisation", disable=not progress,
                                               leave=False)):
         randomise_(twin, names, generator)
         agreement = float((predictions() == pred0).double().mean())
-        for m in methods:
-            maps = _explain_maps(twin_bundle, m, images, targets, options.get(m, {})) if step else trained[m]
+        for r in requests:
+            m = str(r)
+            maps = _explain_maps(twin, r, images, targets) if step else trained[m]
             a, b = trained[m].flatten(2), maps.flatten(2)
             rho = torch.as_tensor(spearman(a, b))  # (B, K)
             out[m].append(CascadeStep(step, name, tuple(names), float(rho.mean()),
@@ -99,7 +104,7 @@ def cascade(bundle, methods: Sequence[str], images, texts, *, seed: int = 0,
     return out
 
 
-def randomisation_cascade(bundle, method: str, images, texts, *, seed: int = 0, mode: str = "faithful",
+def randomisation_cascade(model: Model, method: str, images, texts, *, seed: int = 0, mode: str | None = None,
                           **explain_options: Any) -> list[CascadeStep]:
     """Model-randomisation test (Adebayo et al. 2018) for one explainer.
 
@@ -115,5 +120,5 @@ def randomisation_cascade(bundle, method: str, images, texts, *, seed: int = 0, 
     (correlation 1). Pass criterion (P2): the correlation falls well below 1 once the
     top is randomised; maps that survive randomisation do not explain the model.
     """
-    spec = str(Spec(method, mode))
-    return cascade(bundle, [spec], images, texts, seed=seed, options={spec: explain_options})[spec]
+    request = resolve(method, mode, explain_options)
+    return cascade(model, [request], images, texts, seed=seed)[str(request)]

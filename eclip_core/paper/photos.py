@@ -27,8 +27,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import InputError
-from .inputs import load_image, unpack
+from ..errors import InputError
+from ..evaluation import zero_shot_scores
+from ..inputs import load_image
+from ..models import Model, as_model
+from ..world import shapes
 
 PROMPTS_FILE = "prompts.txt"
 
@@ -107,27 +110,23 @@ def load_photos(folder: str | Path | None = None) -> list[Photo]:
     return photos
 
 
-def reads_prompts(bundle, prompts: Sequence[str]) -> bool:
+def reads_prompts(model: Model, prompts: Sequence[str]) -> bool:
     """Whether the model's tokenizer reads every prompt whole (a word-level tokenizer such as
     the embedded model's must know each word; open_clip's byte-level BPE reads any text)."""
-    _, _, tokenizer = unpack(bundle)
-    split = getattr(tokenizer, "split_known", None)
+    split = getattr(as_model(model).tokenizer, "split_known", None)
     return not callable(split) or not any(split(p)[1] for p in prompts)
 
 
-def photo_texts(bundle, photos: Sequence[Photo], *, fallback: Sequence[str] | None = None,
+def photo_texts(model: Model, photos: Sequence[Photo], *, fallback: Sequence[str] | None = None,
                 top: int = 2) -> tuple[list[list[str]], bool]:
     """The texts to explain on each photograph, and whether they are the photographs' own.
 
     A model that reads the prompts explains each photograph's own; one that cannot (the
     embedded model) explains the ``top`` texts of ``fallback`` (default: every shapes
     prompt) that it ranks highest on each photograph."""
-    if all(reads_prompts(bundle, p.prompts) for p in photos):
+    if all(reads_prompts(model, p.prompts) for p in photos):
         return [list(p.prompts) for p in photos], True
-    from . import shapes
-    from .evaluation import zero_shot_scores
-
     candidates = list(fallback) if fallback is not None else shapes.prompts()
-    scores = zero_shot_scores(bundle, [p.image for p in photos], candidates)
+    scores = zero_shot_scores(model, [p.image for p in photos], candidates)
     best = scores.topk(min(top, len(candidates)), dim=-1).indices.tolist()
     return [[candidates[i] for i in row] for row in best], False

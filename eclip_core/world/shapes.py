@@ -37,6 +37,7 @@ import math
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -124,6 +125,20 @@ class Scene:
     def labels(self) -> tuple[tuple[str, str], ...]:
         """(colour, shape) of every object."""
         return tuple((obj.colour, obj.shape) for obj in self.objects)
+
+    def evaluation_item(self, index: int = 0):
+        """This scene as an item of :func:`eclip_core.evaluation.evaluate`: the first object's
+        prompt ("a red circle") is the target, its mask the ground truth, any object's prompt a
+        right answer, and the zero-shot classes every prompt of the world."""
+        from ..evaluation import Item
+
+        return Item(self.image, f"a {self.objects[0].phrase}", self.objects[0].mask,
+                    frozenset(f"a {o.phrase}" for o in self.objects), f"scene {index}", tuple(prompts()))
+
+
+def scene_items(scenes: Sequence[Scene]) -> list:
+    """Scenes as evaluation items (:meth:`Scene.evaluation_item`)."""
+    return [scene.evaluation_item(i) for i, scene in enumerate(scenes)]
 
 
 def prompts() -> list[str]:
@@ -251,7 +266,7 @@ SEEN_STYLES: dict[str, Style] = {
 }
 
 
-def held_out(style: Style) -> bool:
+def is_held_out_style(style: Style) -> bool:
     """Whether training may never draw ``style`` (see :data:`HELD_OUT_STYLES`)."""
     return style.background == "checker" or (style.background == "stripes" and style.fill == "outline") \
         or style.blur > TRAIN_BLUR or style.grain > TRAIN_GRAIN
@@ -259,7 +274,7 @@ def held_out(style: Style) -> bool:
 
 def random_style(rng: np.random.Generator) -> Style:
     """A training style: background, fill, size range, blur and grain drawn at random,
-    never one that :func:`held_out` reserves for evaluation."""
+    never one that :func:`is_held_out_style` reserves for evaluation."""
     while True:
         background = TRAIN_BACKGROUNDS[rng.integers(len(TRAIN_BACKGROUNDS))]
         fill = "outline" if rng.random() < 0.3 else "filled"
@@ -268,7 +283,7 @@ def random_style(rng: np.random.Generator) -> Style:
         blur = float(rng.uniform(0.3, TRAIN_BLUR)) if rng.random() < 0.3 else 0.0
         grain = float(rng.uniform(2.0, TRAIN_GRAIN)) if rng.random() < 0.3 else 0.0
         style = Style(background, fill, radius, blur, grain, float(rng.uniform(1.5, 3.0)))
-        if not held_out(style):
+        if not is_held_out_style(style):
             return style
 
 
@@ -655,3 +670,23 @@ def train_stream(seed: int = TRAIN_SEED, batch_size: int = 128, size: int = IMAG
         yield train_batch(_scene_rng(seed, TRAIN_KEY, index), batch_size, size,
                           style_fraction=style_share(index, style_fraction, style_ramp), **batch_options)
         index += stride
+
+
+def held_out_scenes(n: int, n_objects: int | tuple[int, ...] = 1, sample: int = 0, *,
+                    size: int = IMAGE_SIZE) -> list[Scene]:
+    """``n`` held-out scenes of disjoint sample ``sample`` (0: the book's), rendered ``size``
+    pixels square (:func:`world_size`: the model's own input)."""
+    return eval_set(n, n_objects, seed=EVAL_SEED + sample, size=size)
+
+
+def world_size(model: Any) -> int:
+    """The side at which to draw the world for a model (a :class:`~eclip_core.clip.ClipModel`
+    or anything the door accepts): its own input size, so that its preprocess leaves the scene
+    (and its masks) as drawn and each patch of the grid covers the same pixels of image and mask."""
+    from ..errors import EclipError
+    from ..models import as_model
+
+    height, width = as_model(model).image_size
+    if height != width:
+        raise EclipError(f"the shapes world is square; this model's input is {height}x{width}")
+    return height

@@ -1,6 +1,6 @@
 """Contrastive training of the embedded CLIP on the shapes world, and its evaluation.
 
-Run ``python -m eclip_core.train`` to reproduce the shipped model (the defaults
+Run ``python -m eclip_core.world.train`` to reproduce the shipped model (the defaults
 are the recipe that produced it) or ``--out DIR`` to write elsewhere.  The model
 is a genuine ``open_clip.CLIP``: a ``VisionTransformer`` image tower (CLS-token
 pooling) and open_clip's text ``Transformer`` over :class:`ShapesTokenizer` ids,
@@ -32,7 +32,12 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import set_model_preprocess_cfg
 
-from . import shapes, trace
+from ..clip import ClipModel
+from ..explainers.attention import cls_attention
+from ..models import Model, as_model
+from ..timing import forward_seconds
+from ..trace.open_clip import preprocess_config
+from . import shapes
 from .embedded import (
     EMBEDDED_DIR,
     SERIES_DIR,
@@ -42,8 +47,6 @@ from .embedded import (
     save_embedded,
     series_checkpoint_dir,
 )
-from .maps import to_grid
-from .timing import median_seconds
 from .vocab import DEFAULT_CONTEXT_LENGTH, ShapesTokenizer
 
 IMAGE_SIZE = 64
@@ -275,6 +278,7 @@ def _train(config: TrainConfig, log) -> tuple[torch.nn.Module, dict[str, Any]]:
     device = training_device(config.device)
     model = build_model(config.model_cfg).to(device)
     set_model_preprocess_cfg(model, config.preprocess_cfg)
+    clip = as_model(model)
     model.train()
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     mean, std = config.preprocess_cfg["mean"], config.preprocess_cfg["std"]
@@ -296,7 +300,7 @@ def _train(config: TrainConfig, log) -> tuple[torch.nn.Module, dict[str, Any]]:
         loss.backward()
         optimizer.step()
         with torch.no_grad():
-            trace.logit_scale(model).clamp_(0, math.log(100))  # CLIP's cap on the temperature
+            clip.logit_scale().clamp_(0, math.log(100))  # CLIP's cap on the temperature
         losses.append(loss.item())
         if step + 1 in config.checkpoints:
             kept[step + 1] = {k: v.detach().to("cpu", torch.float32).clone() for k, v in model.state_dict().items()}
@@ -329,19 +333,6 @@ def _seen_styles(config: TrainConfig) -> tuple[str, ...]:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def last_block_cls_attention(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """CLS-to-patch attention of the last vision block, mean over heads: (N, grid_h, grid_w).
-
-    Read from the recorded forward pass (:func:`eclip_core.trace.trace_vision`); the
-    CLS query's weight on itself is dropped.
-    """
-    with torch.no_grad():
-        recorded = trace.trace_vision(model, images, record="last")
-    weights = recorded.blocks[-1].attn[:, :, 0, 1:].mean(dim=1)
-    assert recorded.grid is not None
-    return to_grid(weights, recorded.grid)
-
-
 def mask_patch_fraction(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """Fraction of each patch's area covered by a boolean (H, W) mask."""
     height, width = mask.shape
@@ -365,34 +356,17 @@ def attention_inside_outside(attention: torch.Tensor, scenes: Sequence[shapes.Sc
             "area_inside": float(inside.mean())}
 
 
-def _encode_images(model, preprocess, scenes, batch_size: int) -> torch.Tensor:
-    features = []
-    with torch.no_grad():
-        for start in range(0, len(scenes), batch_size):
-            chunk = scenes[start:start + batch_size]
-            images = torch.stack([preprocess(scene.image) for scene in chunk])
-            features.append(model.encode_image(images.to(_device(model)), normalize=True).cpu())
-    return torch.cat(features)
+def _encode_images(model: ClipModel, scenes, batch_size: int) -> torch.Tensor:
+    """(N, E) unit-norm image embeddings of the scenes, ``batch_size`` at a time, on the CPU."""
+    return torch.cat([model.image_embeddings([s.image for s in scenes[start:start + batch_size]]).cpu()
+                      for start in range(0, len(scenes), batch_size)])
 
 
-def _attention(model, preprocess, scenes, batch_size: int) -> torch.Tensor:
-    maps = []
-    for start in range(0, len(scenes), batch_size):
-        images = torch.stack([preprocess(scene.image) for scene in scenes[start:start + batch_size]])
-        maps.append(last_block_cls_attention(model, images.to(_device(model))).cpu())
-    return torch.cat(maps)
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def forward_seconds(model, preprocess, n_images: int = 64, repeats: int = 5) -> float:
-    """Median wall time of one image forward pass over ``n_images`` images."""
-    scenes = shapes.eval_set(n_images, 1, size=trace.image_size(model)[0])
-    images = torch.stack([preprocess(scene.image) for scene in scenes]).to(_device(model))
-    with torch.no_grad():
-        return median_seconds(lambda: model.encode_image(images), repeats)
+def _attention(model: ClipModel, scenes, batch_size: int) -> torch.Tensor:
+    """(N, gh, gw) the last block's CLS attention over the patches, mean over heads
+    (:func:`~eclip_core.explainers.attention.cls_attention`)."""
+    return torch.cat([cls_attention(model, model.native_input([s.image for s in scenes[start:start + batch_size]]))[0]
+                      .cpu() for start in range(0, len(scenes), batch_size)])
 
 
 def multi_object_outcomes(predicted: Sequence[tuple[str, str]],
@@ -408,7 +382,7 @@ def multi_object_outcomes(predicted: Sequence[tuple[str, str]],
     return present, binding
 
 
-def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int = 800,
+def evaluate_embedded(model: Model, preprocess=None, tokenizer=None, *, n_single: int = 800,
                       n_multi: int = 400, batch_size: int = 200, attention: bool = True, timing: bool = True,
                       seed: int = shapes.EVAL_SEED,
                       styles: Sequence[str | shapes.Style] = tuple(shapes.HELD_OUT_STYLES),
@@ -422,25 +396,27 @@ def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int =
       often it is a binding error (its colour and its shape are both present,
       but on different objects);
     * single-object top-1 on scenes drawn in each of ``styles`` (held out from training,
-      :data:`~eclip_core.shapes.HELD_OUT_STYLES`), ``n_styled`` each (default ``n_single``),
+      :data:`~eclip_core.world.shapes.HELD_OUT_STYLES`), ``n_styled`` each (default ``n_single``),
       and in each of ``seen_styles`` (training styles beside them,
-      :data:`~eclip_core.shapes.SEEN_STYLES`; none by default); a style is a name or a
-      :class:`~eclip_core.shapes.Style`, reported under :func:`~eclip_core.shapes.style_name`;
+      :data:`~eclip_core.world.shapes.SEEN_STYLES`; none by default); a style is a name or a
+      :class:`~eclip_core.world.shapes.Style`, reported under :func:`~eclip_core.world.shapes.style_name`;
     * the last vision block's CLS attention density inside vs outside the objects.
     """
-    was_training = model.training
-    model.eval()
-    preprocess_cfg = trace.preprocess_config(model) or default_preprocess_config(trace.image_size(model)[0])
-    preprocess = preprocess or build_preprocess(preprocess_cfg)
-    tokenizer = tokenizer or ShapesTokenizer(trace.context_length(model))
+    clip = as_model(model, preprocess, tokenizer)
+    if clip.preprocess is None:
+        declared = preprocess_config(clip.module) or default_preprocess_config(clip.image_size[0])
+        clip.preprocess = build_preprocess(declared)
+    if clip.tokenizer is None:
+        clip.tokenizer = ShapesTokenizer(clip.context_length)
+    was_training = clip.module.training
+    clip.module.eval()
     labels = shapes.prompt_labels()
-    with torch.no_grad():
-        text_features = model.encode_text(tokenizer(shapes.prompts()).to(_device(model)), normalize=True).cpu()
+    text_features = clip.text_embeddings(shapes.prompts()).cpu()
     metrics: dict[str, Any] = {"n_prompts": len(labels)}
 
-    size = trace.image_size(model)[0]  # the world at the model's input size: masks on its grid
+    size = clip.image_size[0]  # the world at the model's input size: masks on its grid
     single = shapes.eval_set(n_single, 1, seed=seed, size=size)
-    predicted = (_encode_images(model, preprocess, single, batch_size) @ text_features.T).argmax(1)
+    predicted = (_encode_images(clip, single, batch_size) @ text_features.T).argmax(1)
     pairs = [(labels[p], scene.labels[0]) for p, scene in zip(predicted.tolist(), single)]
     metrics.update({
         "n_single": n_single,
@@ -456,26 +432,27 @@ def evaluate_embedded(model, preprocess=None, tokenizer=None, *, n_single: int =
             metrics[key] = {}
             for style in names:
                 styled = shapes.eval_set(n_styled, 1, seed=seed, size=size, style=style)
-                guess = (_encode_images(model, preprocess, styled, batch_size) @ text_features.T).argmax(1)
+                guess = (_encode_images(clip, styled, batch_size) @ text_features.T).argmax(1)
                 metrics[key][shapes.style_name(style)] = float(np.mean(
                     [labels[p] == scene.labels[0] for p, scene in zip(guess.tolist(), styled)]))
 
     if n_multi:
         multi = shapes.eval_set(n_multi, (2, 3), seed=seed, size=size)
-        predicted = (_encode_images(model, preprocess, multi, batch_size) @ text_features.T).argmax(1)
+        predicted = (_encode_images(clip, multi, batch_size) @ text_features.T).argmax(1)
         present, binding = multi_object_outcomes([labels[p] for p in predicted.tolist()], multi)
         metrics.update({"n_multi": n_multi, "multi_top1_present": float(np.mean(present)),
                         "multi_binding_error": float(np.mean(binding))})
 
     if attention:
         metrics["attention_single"] = attention_inside_outside(
-            _attention(model, preprocess, single, batch_size), single)
+            _attention(clip, single, batch_size), single)
         if n_multi:
             metrics["attention_multi"] = attention_inside_outside(
-                _attention(model, preprocess, multi, batch_size), multi)
-    if attention and timing:
-        metrics["forward_64_images_seconds"] = forward_seconds(model, preprocess)
-    model.train(was_training)
+                _attention(clip, multi, batch_size), multi)
+    if attention and timing:  # one forward pass of 64 held-out images (the median of 5)
+        images = clip.native_input([s.image for s in shapes.eval_set(64, 1, size=size)])
+        metrics["forward_64_images_seconds"] = forward_seconds(clip, images, repeats=5)
+    clip.module.train(was_training)
     return metrics
 
 
@@ -561,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         training_device(args.device)
     except ValueError as error:
-        raise SystemExit(f"python -m eclip_core.train: error: {error}") from None
+        raise SystemExit(f"python -m eclip_core.world.train: error: {error}") from None
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
                          seed=args.seed, data_seed=args.data_seed, threads=args.threads,
@@ -575,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     series_out = Path(args.series_out or (SERIES_DIR if packaged else Path(args.out) / "series"))
     series = sorted(step for step in config.checkpoints if step != config.steps)
     if series_out.resolve() == SERIES_DIR and (config.checkpoints, config.steps) != (SERIES_STEPS, SERIES_STEPS[-1]):
-        raise SystemExit(f"python -m eclip_core.train: error: the packaged training series is the run of "
+        raise SystemExit(f"python -m eclip_core.world.train: error: the packaged training series is the run of "
                          f"{SERIES_STEPS[-1]} steps caught after {list(SERIES_STEPS)}; write other checkpoints "
                          f"elsewhere (--out DIR, or --series-out DIR)")
     model, summary = train(config)
@@ -602,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     record = {"metrics": metrics, "n_parameters": n_parameters,
               "training": {**recipe, "train_seconds": summary["train_seconds"],
                            "first_loss": summary["first_loss"], "final_loss": summary["final_loss"],
-                           "command": "python -m eclip_core.train " + " ".join(
+                           "command": "python -m eclip_core.world.train " + " ".join(
                                f"--{k.replace('_', '-')} {v}" for k, v in recipe.items()
                                if k in ("steps", "batch_size", "lr", "seed", "threads", "multi_fraction",
                                         "twin_fraction", "partial_fraction", "style_fraction", "positives"))

@@ -9,7 +9,10 @@ The artifacts in ``EMBEDDED_DIR`` follow open_clip's ``local-dir:`` layout:
 
 So ``open_clip.create_model_and_transforms('local-dir:' + str(EMBEDDED_DIR))``
 builds the same model; its text must be tokenized with
-:class:`eclip_core.vocab.ShapesTokenizer`, not open_clip's BPE tokenizer.
+:class:`eclip_core.world.vocab.ShapesTokenizer`, not open_clip's BPE tokenizer.
+
+Importing this module registers the shipped models by name with
+:func:`eclip_core.models.register_model` (``load_model("eclip-shapes")``, ...).
 """
 
 from __future__ import annotations
@@ -27,19 +30,25 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import trace
-from .errors import ModelLoadError
+from ..clip import ClipModel
+from ..errors import ModelLoadError, one_line
+from ..models import DEFAULT_MODEL, register_model
+from ..trace.open_clip import OpenClipModel
 from .vocab import ShapesTokenizer
 
-EMBEDDED_NAME = "eclip-shapes"
-EMBEDDED_DIR = Path(__file__).resolve().parent / "data" / "embedded"
+EMBEDDED_NAME = DEFAULT_MODEL
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+EMBEDDED_DIR = DATA_DIR / "embedded"
 #: The same architecture trained with the captions shuffled across images (``python -m
-#: eclip_core.train --shuffle-captions``): a model that learnt nothing about its images.
-SHUFFLED_DIR = Path(__file__).resolve().parent / "data" / "shuffled"
+#: eclip_core.world.train --shuffle-captions``): a model that learnt nothing about its images.
+SHUFFLED_MODEL = f"{EMBEDDED_NAME}-shuffled"
+SHUFFLED_DIR = DATA_DIR / "shuffled"
 #: The training series: the shipped model's own training run, caught after ``SERIES_STEPS``
 #: steps (the last is the shipped model itself, which is not stored twice).
-SERIES_DIR = Path(__file__).resolve().parent / "data" / "series"
+SERIES_DIR = DATA_DIR / "series"
 SERIES_STEPS: tuple[int, ...] = (20, 60, 160, 450, 1250, 3500)
+#: The training series by name (the last name is the embedded model itself).
+SERIES_MODELS: dict[str, int] = {f"{EMBEDDED_NAME}-step-{step}": step for step in SERIES_STEPS}
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 CHECKSUM_FILE = "SHA256SUMS"
@@ -115,8 +124,9 @@ def verify_weights(directory: Path = EMBEDDED_DIR) -> Path:
     return weights
 
 
-def load_embedded(device: str | torch.device = "cpu", directory: Path | str = EMBEDDED_DIR):
-    """Load the shipped model: ``(model, preprocess, tokenizer)``.
+def load_embedded(device: str | torch.device = "cpu", directory: Path | str = EMBEDDED_DIR,
+                  name: str = EMBEDDED_NAME) -> ClipModel:
+    """Load the shipped model (``model, preprocess, tokenizer`` unpack from it).
 
     The model is an ``open_clip.CLIP`` in eval mode, float32, on ``device``;
     ``preprocess`` is open_clip's evaluation transform for it and ``tokenizer``
@@ -132,12 +142,14 @@ def load_embedded(device: str | torch.device = "cpu", directory: Path | str = EM
         model.load_state_dict(state_dict, strict=True)
     except (SafetensorError, RuntimeError) as error:
         raise ModelLoadError(f"cannot load weights from {weights}: {error}") from error
+    clip = OpenClipModel(model, name=name)
     preprocess_cfg = {**_copy(config.get("preprocess_cfg", {}))}
-    preprocess_cfg.setdefault("size", trace.image_size(model))
+    preprocess_cfg.setdefault("size", clip.image_size)
     set_model_preprocess_cfg(model, preprocess_cfg)
-    model = model.to(device=device, dtype=torch.float32).eval()
-    tokenizer = ShapesTokenizer(context_length=trace.context_length(model))
-    return model, build_preprocess(preprocess_cfg), tokenizer
+    model.to(device=device, dtype=torch.float32).eval()
+    clip.preprocess = build_preprocess(preprocess_cfg)
+    clip.tokenizer = ShapesTokenizer(context_length=clip.context_length)
+    return clip
 
 
 def save_embedded(model: open_clip.CLIP, directory: Path | str, model_cfg: dict[str, Any],
@@ -156,3 +168,34 @@ def save_embedded(model: open_clip.CLIP, directory: Path | str, model_cfg: dict[
     if metrics is not None:
         (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     return directory
+
+
+# ----------------------------------------------------------------------------- the shipped models by name
+
+
+def _shipped(name: str, directory: Callable[[], Path]) -> Callable[[], ClipModel]:
+    """A loader of a shipped model; the folder is read at call time (tests point it elsewhere)."""
+
+    def load() -> ClipModel:
+        try:
+            return load_embedded(device="cpu", directory=directory(), name=name)
+        except ModelLoadError as err:
+            raise ModelLoadError(f"cannot load the embedded model {name}: {one_line(err)}") from None
+
+    return load
+
+
+register_model(EMBEDDED_NAME, _shipped(EMBEDDED_NAME, lambda: EMBEDDED_DIR),
+               "embedded, 64x64 shapes world, no download")
+register_model(SHUFFLED_MODEL, _shipped(SHUFFLED_MODEL, lambda: SHUFFLED_DIR),
+               "embedded, trained on captions shuffled across images: a model that learnt nothing about its images")
+
+
+def _series_dir(step: int) -> Callable[[], Path]:
+    """Where a checkpoint of the series lies (the last is the embedded model itself), read at call time."""
+    return lambda: EMBEDDED_DIR if step == SERIES_STEPS[-1] else series_checkpoint_dir(step, SERIES_DIR)
+
+
+for _name, _step in SERIES_MODELS.items():
+    register_model(_name, _shipped(_name, _series_dir(_step)),
+                   f"embedded, {EMBEDDED_NAME} after {_step} training steps (the training series)")

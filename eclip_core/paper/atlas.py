@@ -28,12 +28,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import trace
-from .explainers import explain, parse_spec
-from .models import load_model, random_clip
-from .stats import bootstrap, spearman
+from ..explainers import explain, resolve
+from ..models import as_model, load_model, random_clip
+from ..stats import bootstrap, spearman
 
-VERDICTS = ("same", "monotone", "different")
 SAME_RTOL = 1e-10  # "same": max |a - b| within this fraction of the map's scale
 MONOTONE_TOL = 1e-12  # "monotone": every rank correlation within this of 1
 
@@ -91,12 +89,11 @@ def atlas_maps(models: Mapping[str, torch.nn.Module], methods=None, *, n_images:
     out: dict[str, dict[str, torch.Tensor]] = {label: {} for label in methods}
     for m, (model_name, model) in enumerate(models.items()):
         g = torch.Generator().manual_seed(seed + 1000 * m)
-        dtype = next(model.parameters()).dtype
-        images = torch.randn(n_images, 3, *trace.image_size(model), generator=g, dtype=dtype)
-        targets = F.normalize(torch.randn(n_targets, trace.embed_dim(model) or 1, generator=g, dtype=dtype), dim=-1)
+        clip = as_model(model)
+        images = torch.randn(n_images, 3, *clip.image_size, generator=g, dtype=clip.dtype)
+        targets = F.normalize(torch.randn(n_targets, clip.embed_dim, generator=g, dtype=clip.dtype), dim=-1)
         for label, (spec, options) in methods.items():
-            name, mode = parse_spec(spec)
-            maps = explain(model, images, targets, name, mode, **options).maps
+            maps = explain(clip, images, targets, resolve(spec, options=options)).maps
             out[label][model_name] = maps.flatten(2).flatten(0, 1)
     return out
 
