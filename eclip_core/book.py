@@ -87,8 +87,24 @@ def tidy(notebook: Path, threads: int) -> None:
     for cell in nb.cells:
         for key in VOLATILE_CELL_METADATA:
             cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            cell.outputs = coalesce_streams(cell.outputs)
     nb.metadata["eclip"] = {"threads": threads}
     nbformat.write(nb, notebook)
+
+
+def coalesce_streams(outputs: list) -> list:
+    """Consecutive outputs of one stream (stdout, stderr) as one: how the kernel splits what a
+    cell prints into messages depends on timing, not on what it printed."""
+    merged: list = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (output.get("output_type") == "stream" and previous is not None
+                and previous.get("output_type") == "stream" and previous.get("name") == output.get("name")):
+            previous["text"] = "".join(previous["text"]) + "".join(output["text"])
+        else:
+            merged.append(output)
+    return merged
 
 
 def _toc_files(root: Path) -> list[str]:

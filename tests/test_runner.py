@@ -78,6 +78,23 @@ def test_a_build_that_changes_no_output_leaves_the_notebook_as_it_was(tmp_path):
     assert nb.cells[-1].outputs[0]["text"] == "45\n" and nb.cells[0].metadata["tags"] == ["parameters"]
 
 
+def test_printed_text_is_stored_as_one_output_per_stream():
+    """However the kernel split what a cell printed into messages, it is stored in one piece."""
+    import nbformat
+
+    from eclip_core.book import coalesce_streams
+
+    parts = [nbformat.v4.new_output("stream", name="stdout", text="a\n"),
+             nbformat.v4.new_output("stream", name="stdout", text="b\n"),
+             nbformat.v4.new_output("stream", name="stderr", text="warned\n"),
+             nbformat.v4.new_output("display_data", data={"text/plain": "x"}),
+             nbformat.v4.new_output("stream", name="stdout", text="c\n")]
+    merged = coalesce_streams(parts)
+    assert [(o.output_type, o.get("name"), o.get("text")) for o in merged] == [
+        ("stream", "stdout", "a\nb\n"), ("stream", "stderr", "warned\n"), ("display_data", None, None),
+        ("stream", "stdout", "c\n")]
+
+
 @pytest.mark.slow
 def test_parameters_need_an_output_folder(tmp_path):
     run = subprocess.run([sys.executable, "-m", "eclip_core.book", "execute", "-p", "model", "ViT-B-16"],

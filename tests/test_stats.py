@@ -118,3 +118,87 @@ def test_an_interval_prints_its_estimate_bounds_and_n():
     assert str(Interval(0.25, -0.125, 0.5, 40)) == "+0.250 [-0.125, +0.500] (n=40)"
     with pytest.raises(InputError, match="at least one value"):
         bootstrap([])
+
+
+def test_a_band_is_the_pointwise_interval_of_the_mean_curve():
+    """Curves that differ by a constant offset per item: the band at every point is the
+    interval of the offsets' mean (the same resamples), shifted by the point's base value;
+    and the curves are resampled whole (a point-by-point resample would narrow the band)."""
+    from eclip_core.stats import bootstrap_band
+
+    offsets = np.random.default_rng(2).normal(size=300)
+    base = np.linspace(0, 1, 5)
+    curves = offsets[:, None] + base[None]
+    mean, low, high = bootstrap_band(curves, seed=9, level=0.9)
+    iv = bootstrap(offsets, seed=9, level=0.9)
+    assert mean == pytest.approx(base + offsets.mean(), abs=1e-12)
+    assert low == pytest.approx(base + iv.low, abs=1e-12) and high == pytest.approx(base + iv.high, abs=1e-12)
+    with pytest.raises(InputError, match="curves"):
+        bootstrap_band(offsets)
+
+
+def test_relative_gap_is_on_the_larger_maps_scale():
+    import torch
+
+    from eclip_core.stats import relative_gap
+
+    a, b = torch.tensor([[0.0, 2.0], [1.0, -4.0]]), torch.tensor([[0.0, 2.0], [1.5, -3.0]])
+    assert relative_gap(a, b) == pytest.approx(1.0 / 4.0)
+    assert relative_gap(b, a) == relative_gap(a, b) and relative_gap(a, a) == 0.0
+    assert relative_gap(torch.zeros(3), torch.zeros(3)) == 0.0
+
+
+def test_holm_by_hand():
+    """m = 4: sorted 0.01, 0.02, 0.03, 0.5 become 0.04, 0.06, 0.06 (kept no smaller than the
+    previous 0.06), 0.5 -- returned in the given order; Bonferroni would give 0.08 and 0.12."""
+    from eclip_core.stats import holm
+
+    got = holm([0.03, 0.5, 0.01, 0.02])
+    assert got.tolist() == pytest.approx([0.06, 0.5, 0.04, 0.06])
+    assert holm([0.9, 0.8]).tolist() == pytest.approx([1.0, 1.0])  # 0.8 x 2 capped at 1, then kept
+    assert holm([0.4]).tolist() == [0.4]
+    with pytest.raises(InputError, match="p-values"):
+        holm([0.1, 1.5])
+
+
+def test_one_sided_p_values_count_the_replicates_on_the_other_side():
+    from eclip_core.stats import p_above, p_below
+
+    replicates = np.arange(-9.0, 91.0)  # 100 values, 10 of them <= 0
+    assert p_above(replicates, 0.0) == pytest.approx(11 / 101)
+    assert p_below(replicates, 0.0) == pytest.approx(92 / 101)  # 0..90 are >= 0
+    assert p_above(replicates, -100.0) == pytest.approx(1 / 101)  # never 0
+
+
+def test_equivalence_is_the_90_percent_interval_inside_the_margin():
+    """TOST at 5%: the 90% interval (not the 95% one) decides. Values with mean 0.02 and a
+    spread whose 90% interval reaches about 0.037 but whose 95% interval reaches about 0.04."""
+    from eclip_core.stats import equivalence
+
+    values = np.random.default_rng(4).normal(0.02, 0.1, size=400)
+    interval, equal = equivalence(values, 0.05, seed=1)
+    wider = bootstrap(values, seed=1, level=0.95)
+    assert interval.level == pytest.approx(0.9) and interval.high < wider.high
+    assert equal and interval.high < 0.05
+    assert not equivalence(values, 0.03, seed=1)[1]  # the same data, a tighter margin: not shown
+    with pytest.raises(InputError, match="margin"):
+        equivalence(values, 0.0)
+
+
+def test_a_monotone_trend_is_a_rank_correlation_not_a_line():
+    """A quality that rises with x but not linearly has a trend of exactly 1; one that rises then
+    falls has none; identical items give a degenerate interval; the items are what is resampled."""
+    from eclip_core.stats import monotone_trend
+
+    x = [0.1, 0.2, 0.5, 0.9]
+    rising = np.tile([0.0, 0.01, 0.02, 0.9], (30, 1))
+    trend, replicates = monotone_trend(x, rising, n_boot=200)
+    assert (trend.estimate, trend.low, trend.high) == pytest.approx((1.0, 1.0, 1.0), abs=1e-12)
+    assert len(replicates) == 200
+    peaked = np.tile([0.0, 0.9, 0.9, 0.0], (30, 1))
+    assert monotone_trend(x, peaked, n_boot=50)[0].estimate == pytest.approx(0.0)
+    noisy = np.random.default_rng(0).normal(size=(40, 4)) + np.array([0.0, 0.1, 0.2, 0.3])
+    got = monotone_trend(x, noisy, n_boot=300, seed=2)[0]
+    assert got.low < got.estimate < got.high and got.n == 40
+    with pytest.raises(InputError, match="C >= 3"):
+        monotone_trend([0.1, 0.2], rising[:, :2])

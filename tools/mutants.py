@@ -48,7 +48,8 @@ class Mutant:
     tests: tuple[str, ...]
 
 
-T = "eclip_core/trace.py"
+T = "eclip_core/trace/open_clip.py"
+TR = "eclip_core/trace/__init__.py"
 E = "eclip_core/explainers/eclip.py"
 B = "eclip_core/explainers/base.py"
 A = "eclip_core/explainers/attention.py"
@@ -58,12 +59,13 @@ M = "eclip_core/explainers/maskclip.py"
 R = "eclip_core/explainers/rise.py"
 N = "eclip_core/explainers/entry.py"
 IN = "eclip_core/inputs.py"
+CM = "eclip_core/clip.py"
 MP = "eclip_core/maps.py"
 D = "eclip_core/departures.py"
 FA = "eclip_core/metrics/faithfulness.py"
 LO = "eclip_core/metrics/localisation.py"
 ST = "eclip_core/stats.py"
-SE = "eclip_core/series.py"
+SE = "eclip_core/paper/p2.py"
 
 FAITHFUL = ref("test_image_eclip_faithful")
 REFERENCE = ref("test_image_eclip_reference_mode")
@@ -78,12 +80,12 @@ def metrics(*names: str) -> tuple[str, ...]:
 
 MUTANTS = [
     # ---------------------------------------------------------------- trace.py
-    Mutant("split-heads-interleaved", T,
+    Mutant("split-heads-interleaved", TR,
            "return t.unflatten(-1, (heads, t.shape[-1] // heads)).transpose(1, 2)",
            "return t.unflatten(-1, (t.shape[-1] // heads, heads)).transpose(-1, -2).transpose(1, 2)",
            FAITHFUL),
     Mutant("qkv-without-ln_1", T, "z = block.ln_1(x)", "z = x", FAITHFUL),
-    Mutant("scale-sqrt-D-instead-of-sqrt-d", T,
+    Mutant("scale-sqrt-D-instead-of-sqrt-d", TR,
            "logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])",
            "logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1] * q.shape[1])", FAITHFUL),
     Mutant("one-head-recompute-scale-sqrt-d", T,
@@ -125,22 +127,23 @@ MUTANTS = [
            'return torch.zeros(len(tokens), dtype=torch.long)\n    if pool == "eos"', TEXT),
     # the block's output projection, as the loosened term (and MaskCLIP) reach it
     Mutant("loosened-out_proj-without-bias", T,
-           "return _blocks(model, tower)[block].attn.out_proj(t)",
-           "return t @ _blocks(model, tower)[block].attn.out_proj.weight.T", FAITHFUL),
-    Mutant("maskclip-without-ln_post", T,
-           "return _readout(visual, attention_projection(model, values))",
-           "return attention_projection(model, values) @ visual.proj", ref("test_maskclip")),
-    Mutant("maskclip-without-out_proj", T,
-           "return _readout(visual, attention_projection(model, values))",
-           "return _readout(visual, values)", ref("test_maskclip")),
+           "return self._blocks(tower)[block].attn.out_proj(t)",
+           "return t @ self._blocks(tower)[block].attn.out_proj.weight.T", FAITHFUL),
+    Mutant("maskclip-without-ln_post", M,
+           "dense = model.readout(model.attention_projection(merge_heads(tr.blocks[-1].v)[:, 1:]))",
+           "dense = model.attention_projection(merge_heads(tr.blocks[-1].v)[:, 1:])[..., :model.embed_dim]",
+           ref("test_maskclip")),
+    Mutant("maskclip-without-out_proj", M,
+           "dense = model.readout(model.attention_projection(merge_heads(tr.blocks[-1].v)[:, 1:]))",
+           "dense = model.readout(merge_heads(tr.blocks[-1].v)[:, 1:])", ref("test_maskclip")),
     # new: the departed heads reach the last `departed` blocks (the last vision block)
     Mutant("run-blocks-departed-off-by-one", T,
            "heads if i >= n - departed else None", "heads if i > n - departed else None",
            ref("test_reference_mode_differs_from_faithful_where_it_should") + TEXT),
     # new: the text trace recomputes every explained block, not one fewer
     Mutant("trace-text-explained-off-by-one", T,
-           "departed=explained, heads=departures.heads)",
-           "departed=explained - 1, heads=departures.heads)", TEXT),
+           "departed=explained, heads=heads)",
+           "departed=explained - 1, heads=heads)", TEXT),
     # ---------------------------------------------------------------- base.py
     # dS/df = (t - S f_hat) / |f|: the sign, and the projection off the embedding's direction
     Mutant("cosine-cotangent-sign-flip", B,
@@ -153,8 +156,8 @@ MUTANTS = [
            "return (unit(q)[:, None] * unit(k)).sum(-1)", "return (unit(q)[:, None] * k).sum(-1)",
            FAITHFUL),
     Mutant("loosened-qk-option-ignored", E,
-           'if qk == "out_proj":\n        q = trace.attention_projection',
-           'if qk in QK_CHOICES:\n        q = trace.attention_projection', FAITHFUL),
+           'if qk == "out_proj":\n        q = model.attention_projection',
+           'if qk in QK_CHOICES:\n        q = model.attention_projection', FAITHFUL),
     Mutant("eclip-without-relu", E,
            "return to_grid(c.clamp_min(0).transpose(0, 1), self.trace.grid)",
            "return to_grid(c.transpose(0, 1), self.trace.grid)", FAITHFUL),
@@ -168,13 +171,13 @@ MUTANTS = [
     Mutant("attention-route-patch-slice-shifted", E,
            "contrib = grad[..., 1:]", "contrib = grad[..., :-1]", FAITHFUL),
     Mutant("grad-route-patch-slice-2:", E,
-           'contrib = torch.einsum("kbd,bnd->kbn", grad, trace.merge_heads(last.v)[:, 1:])',
-           'contrib = torch.einsum("kbd,bnd->kbn", grad, trace.merge_heads(last.v)[:, 2:])', FAITHFUL),
+           'contrib = torch.einsum("kbd,bnd->kbn", grad, merge_heads(last.v)[:, 1:])',
+           'contrib = torch.einsum("kbd,bnd->kbn", grad, merge_heads(last.v)[:, 2:])', FAITHFUL),
     Mutant("loosened-keys-include-CLS", E,
-           "trace.merge_heads(last.k)[:, 1:], qk))", "trace.merge_heads(last.k)[:, :-1], qk))", FAITHFUL),
+           "merge_heads(last.k)[:, 1:], qk))", "merge_heads(last.k)[:, :-1], qk))", FAITHFUL),
     Mutant("loosened-not-min-max-normalised", E,
-           "lam = minmax(loosened_attention(model, trace.merge_heads(last.q)[:, 0],",
-           "lam = (loosened_attention(model, trace.merge_heads(last.q)[:, 0],", FAITHFUL),
+           "lam = minmax(loosened_attention(model, merge_heads(last.q)[:, 0],",
+           "lam = (loosened_attention(model, merge_heads(last.q)[:, 0],", FAITHFUL),
     Mutant("attention-eclip-mean-over-heads", E,
            "return pullback(from_attn_row, row, cot, broadcasts=True).sum(2)",
            "return pullback(from_attn_row, row, cot, broadcasts=True).mean(2)", FAITHFUL),
@@ -191,16 +194,16 @@ MUTANTS = [
            TEXT),
     # the one-head recompute requested for the last block only, not for every explained block
     Mutant("text-reference-one-head-in-last-block-only", E,
-           "tr = trace.trace_text(model, tokens, departures, explained=n_blocks, differentiable=True)",
-           "tr = trace.trace_text(model, tokens, departures, explained=1, differentiable=True)", TEXT),
+           "tr = model.trace_text(tokens, heads=departures.heads, explained=n_blocks, differentiable=True)",
+           "tr = model.trace_text(tokens, heads=departures.heads, explained=1, differentiable=True)", TEXT),
     Mutant("text-attention-query-at-SOT", E,
            "contrib = grad.transpose(0, 1)[batch, :, :, eot].sum(2).transpose(0, 1)",
            "contrib = grad.transpose(0, 1)[batch, :, :, 0].sum(2).transpose(0, 1)", TEXT),
     Mutant("text-grad-query-at-SOT", E,
            "w = grad[:, batch, eot]  # (K, B, D)", "w = grad[:, batch, 0]  # (K, B, D)", TEXT),
     Mutant("text-loosened-query-at-SOT", E,
-           "cos = loosened_attention(model, trace.merge_heads(rec.q)[batch, eot],",
-           "cos = loosened_attention(model, trace.merge_heads(rec.q)[batch, 0],", TEXT),
+           "cos = loosened_attention(model, merge_heads(rec.q)[batch, eot], merge_heads(rec.k), qk,",
+           "cos = loosened_attention(model, merge_heads(rec.q)[batch, 0], merge_heads(rec.k), qk,", TEXT),
     Mutant("text-faithful-min-max-over-all-positions", E,
            "lam = minmax(cos) if departures.minmax_all_tokens else masked_minmax(cos, token_mask)",
            "lam = minmax(cos)", TEXT),
@@ -244,9 +247,13 @@ MUTANTS = [
            "rows = tr.blocks[-1].attn[:, :, 0].mean(1)", "rows = tr.blocks[-1].attn.mean(2)[:, 0]",
            ref("test_raw_attention")),
     Mutant("attention-maps-grid-transposed", A,
+           "return to_grid(rows[:, 1:], tr.grid), tr.embedding",
+           "return to_grid(rows[:, 1:], tr.grid[::-1]).transpose(-1, -2), tr.embedding",
+           ref("test_raw_attention")),
+    Mutant("rollout-maps-grid-transposed", A,
            "return to_grid(rows[:, None, 1:], grid).expand(-1, k, -1, -1).contiguous()",
            "return to_grid(rows[:, None, 1:], grid[::-1]).transpose(-1, -2).expand(-1, k, -1, -1).contiguous()",
-           ref("test_raw_attention")),
+           ref("test_rollout")),
     Mutant("rollout-without-identity", A, "a = rec.attn.mean(1) + eye", "a = rec.attn.mean(1)",
            ref("test_rollout")),
     Mutant("rollout-start-block-ignored", A,
@@ -309,19 +316,19 @@ MUTANTS = [
            "scale = min(width, height) / KEEP_SIZE_SHORT_SIDE", "scale = max(width, height) / KEEP_SIZE_SHORT_SIDE",
            ref("test_keep_size_tensor_rounds_each_side_to_the_nearest_patch_multiple")),
     # new: the keep-size pipeline only when the departures ask for it (branch swapped)
-    Mutant("prepare-images-keep-size-branch-swapped", IN,
-           "    if not departures.keep_size:\n        return original, original",
-           "    if departures.keep_size:\n        return original, original",
+    Mutant("prepare-images-keep-size-branch-swapped", CM,
+           "        if not keep_size:\n            return original, original",
+           "        if keep_size:\n            return original, original",
            ref("test_reference_mode_on_a_pil_image_explains_the_keep_size_input")),
-    Mutant("text-targets-not-unit", IN,
-           "embeddings = F.normalize(model.encode_text(tokens), dim=-1)",
-           "embeddings = model.encode_text(tokens)",
+    Mutant("text-targets-not-unit", CM,
+           "embeddings = F.normalize(self.encode_text(self.tokenize(texts)), dim=-1)",
+           "embeddings = self.encode_text(self.tokenize(texts))",
            ref("test_faithful_scores_are_the_models_cosine")),
     # ---------------------------------------------------------------- entry.py, explain()
     # reference mode's departures not passed to the input preparation: the native input
     Mutant("reference-mode-on-the-native-input", N,
-           "x, original = prepare_images(model, preprocess, images, departures)",
-           "x, original = prepare_images(model, preprocess, images)",
+           "x, original = clip.prepare(images, keep_size=departures.keep_size)",
+           "x, original = clip.prepare(images)",
            ref("test_reference_mode_on_a_pil_image_explains_the_keep_size_input")),
     # new: scores_original only where the explained forward pass departs
     Mutant("scores-original-when-faithful", N,
@@ -381,27 +388,27 @@ MUTANTS = [
            ".to(pixels.dtype) * noise", ".to(pixels.dtype) * noise * 2",
            metrics("test_road_keeps_kept_pixels_and_adds_the_stated_noise")),
     # ---------------------------------------------------------------- ground truth tables
-    Mutant("ranks-direction", "eclip_core/counterfactual.py",
-           "ranks[name] = exact[column].rank(ascending=column in LOWER_IS_BETTER)",
-           "ranks[name] = exact[column].rank(ascending=column not in LOWER_IS_BETTER)",
+    Mutant("ranks-direction", "eclip_core/paper/counterfactual.py",
+           "ranks[name] = exact[column].rank(ascending=not higher_is_better(column))",
+           "ranks[name] = exact[column].rank(ascending=higher_is_better(column))",
            ("tests/test_counterfactual.py::test_ranks_set_each_perturbation_metric_against_the_truth",)),
-    Mutant("localisation-interval-ends", "eclip_core/studies.py",
-           'f"{name}_low": interval.low', 'f"{name}_low": interval.high',
+    Mutant("localisation-interval-ends", ST,
+           'f"{name}_low": self.low', 'f"{name}_low": self.high',
            ("tests/test_counterfactual.py::test_localisation_by_model_on_constructed_maps",)),
-    Mutant("localisation-metric-names", "eclip_core/studies.py",
+    Mutant("localisation-metric-names", "eclip_core/paper/p2.py",
            '(("pointing_game", "pointing"), ("energy_in_mask", "energy"))',
            '(("pointing_game", "energy"), ("energy_in_mask", "pointing"))',
            ("tests/test_counterfactual.py::test_localisation_by_model_on_constructed_maps",)),
     # ---------------------------------------------------------------- styles (train.py, shapes.py)
-    Mutant("styled-top1-first-style", "eclip_core/train.py",
+    Mutant("styled-top1-first-style", "eclip_core/world/train.py",
            "styled = shapes.eval_set(n_styled, 1, seed=seed, size=size, style=style)",
            "styled = shapes.eval_set(n_styled, 1, seed=seed, size=size, style=names[0])",
            ("tests/test_train.py::test_styled_top1_is_the_zero_shot_top1_on_each_styles_own_scenes",)),
-    Mutant("seen-style-wrong-fill", "eclip_core/shapes.py",
+    Mutant("seen-style-wrong-fill", "eclip_core/world/shapes.py",
            '"stripes": Style(background="stripes"),',
            '"stripes": Style(background="stripes", fill="outline"),',
            ("tests/test_shapes.py::test_each_seen_style_is_a_held_out_style_without_its_held_out_part",)),
-    Mutant("seen-styles-not-evaluated", "eclip_core/train.py",
+    Mutant("seen-styles-not-evaluated", "eclip_core/world/train.py",
            "return tuple(shapes.SEEN_STYLES) if config.style_fraction else ()",
            "return ()",
            ("tests/test_train.py::test_a_styled_run_is_evaluated_on_the_seen_styles_too",)),

@@ -6,3 +6,12 @@ in sympy (:mod:`.symbolic`).
 
 The library (the top of :mod:`eclip_core`) never imports from here.
 """
+
+#: The model whose figures the book states (its chapters assert them on it, and print them on any other).
+BOOK_MODEL = "eclip-shapes"
+
+
+def is_book_model(model: str, pretrained: object = None) -> bool:
+    """Whether a chapter runs on the book's own model with its own weights: then it asserts the
+    figures the book states; on any other model it asserts only what holds for every model."""
+    return model == BOOK_MODEL and pretrained is None

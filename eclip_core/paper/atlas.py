@@ -28,9 +28,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..explainers import explain, resolve
-from ..models import as_model, load_model, random_clip
-from ..stats import bootstrap, spearman
+from ..explainers import explain, explain_text, resolve
+from ..models import Model, as_model, load_model, random_clip
+from ..stats import bootstrap, relative_gap, spearman
 
 SAME_RTOL = 1e-10  # "same": max |a - b| within this fraction of the map's scale
 MONOTONE_TOL = 1e-12  # "monotone": every rank correlation within this of 1
@@ -148,3 +148,21 @@ def equivalence_atlas(models: Mapping[str, torch.nn.Module] | None = None,
                             f"{n_images} random images x {n_targets} random targets per model; "
                             f"median rank correlation with a bootstrap 95% interval"]
     return table
+
+
+def route_gap(model: Model, images: Any, texts: Any, *, branch: str = "image",
+              modes: Sequence[str] = ("faithful", "reference"), loosened: Sequence[bool] = (True, False),
+              **options: Any) -> tuple[float, tuple[int, ...]]:
+    """The worst relative gap (:func:`~eclip_core.stats.relative_gap`) between Grad-ECLIP's and
+    Attention-ECLIP's maps over ``modes`` and ``loosened`` (the chapter-2 check that the two
+    routes are the same function), and the maps' shape. ``branch="text"``: the token maps of
+    texts ``images`` against images ``texts``, as :func:`~eclip_core.explain_text` takes them."""
+    run = explain if branch == "image" else explain_text
+    worst = 0.0
+    shape: tuple[int, ...] = ()
+    for mode in modes:
+        for on in loosened:
+            g = run(model, images, texts, "grad_eclip", mode, loosened=on, **options).maps
+            a = run(model, images, texts, "attention_eclip", mode, loosened=on, **options).maps
+            worst, shape = max(worst, relative_gap(g, a)), tuple(g.shape)
+    return worst, shape

@@ -29,6 +29,23 @@ def zero_fraction(maps: torch.Tensor) -> float:
 
 
 
+def dips_below_end(curves: np.ndarray, tolerance: float = 1e-6) -> float:
+    """The share of deletion curves (n, points) whose lowest point lies below their end point
+    (by more than ``tolerance``): a ranking that deletes what props the score up before what
+    carries it."""
+    curves = np.asarray(curves, dtype=np.float64)
+    return float((curves.min(axis=1) < curves[:, -1] - tolerance).mean())
+
+
+def rank_agreement(table: pd.DataFrame) -> dict[str, float]:
+    """Spearman correlation of the explainers' ranks between every pair of columns of ``table``
+    (one column per protocol, one row per explainer): do the protocols order them alike?"""
+    ranks = table.rank()
+    columns = list(table.columns)
+    return {f"{a} vs {b}": float(spearman(torch.tensor(ranks[a].values), torch.tensor(ranks[b].values)))
+            for i, a in enumerate(columns) for b in columns[i + 1:]}
+
+
 # ----------------------------------------------------------------------------- held-out scenes
 
 

@@ -679,6 +679,26 @@ def held_out_scenes(n: int, n_objects: int | tuple[int, ...] = 1, sample: int = 
     return eval_set(n, n_objects, seed=EVAL_SEED + sample, size=size)
 
 
+#: Stream key of :func:`distractor_scenes` (apart from the evaluation sets' streams).
+DISTRACTOR_KEY = 3
+
+
+def distractor_scenes(n: int, sample: int = 0, *, size: int = IMAGE_SIZE) -> list[Scene]:
+    """``n`` held-out three-object scenes in which several objects matter to a prompt: a target
+    (colour c, shape s), a distractor of its colour (c, s') and one of its shape (c', s), with
+    c' != c and s' != s, in random places. The targets cycle through every (colour, shape) pair;
+    each ``sample`` is a disjoint stream (0: the book's)."""
+    labels = prompt_labels()
+    scenes = []
+    for index in range(n):
+        rng = _scene_rng(EVAL_SEED + sample, DISTRACTOR_KEY, index)
+        colour, shape = labels[index % len(labels)]
+        other_shape = str(rng.choice([s for s in SHAPES if s != shape]))
+        other_colour = str(rng.choice([c for c in COLOURS if c != colour]))
+        scenes.append(render_objects(rng, [(colour, shape), (colour, other_shape), (other_colour, shape)], size))
+    return scenes
+
+
 def world_size(model: Any) -> int:
     """The side at which to draw the world for a model (a :class:`~eclip_core.clip.ClipModel`
     or anything the door accepts): its own input size, so that its preprocess leaves the scene
