@@ -5,6 +5,7 @@ the end. Within a file the order is kept (a notebook's cells run in order)."""
 #: The longest files of the suite at one thread each, longest first (measured with --durations).
 LONGEST_FIRST = [
     "tests/test_your_model.py",
+    "tests/test_resampling_p2.py",
     "notebooks/05_principles.ipynb",
     "tests/test_resampling.py",
     "notebooks/04_misaligned.ipynb",

@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 
 import eclip_core as ec
-from eclip_core.world import shapes
 from eclip_core.evaluation import evaluate
+from eclip_core.world import shapes
 
 BUDGET_SECONDS = 600
 

@@ -11,6 +11,9 @@ needed above what was in use before it (``eclip_core.timing.peak_memory``). Rows
   K = 1 and 100, its K = 1000 figure extrapolated linearly (and labelled so) unless ``--full``;
 * paired targets: every image its own 10 texts, against all of them shared by every image;
 * every other registered explainer at K = 1 (RISE and occlusion also per masked pass);
+* the explanation basis (``eclip_core.explainers.basis``): building it and the maps of
+  ``--vocabulary`` targets (80,000: 1,000 class names x 80 templates) from it; each further
+  1,000 targets from a saved basis; its peak memory;
 * memory: Grad-/Attention-ECLIP at K = 1000 for a batch of ``--memory-batch`` images.
 
     python benchmarks/bench_explain.py [--model ViT-B-16] [--batch 2] [--repeats 3]
@@ -22,17 +25,20 @@ Ratios, not absolute times, are what carry across machines; nothing here is a te
 from __future__ import annotations
 
 import argparse
+import tempfile
 import warnings
+from pathlib import Path
 
 import open_clip
 import torch
 import torch.nn.functional as F
 
 import eclip_core as ec
+from eclip_core.explainers.basis import CHUNK, explanation_basis, load_basis
 from eclip_core.explainers.eclip import loosened_attention
 from eclip_core.maps import minmax
 from eclip_core.timing import explain_cost, forward_seconds, median_seconds, peak_memory, random_targets
-from eclip_core.trace import embed_dim, merge_heads, patch_size, trace_vision
+from eclip_core.trace import merge_heads
 
 RISE_MASKS = 100
 PAIRED = 10  # texts per image in the paired rows
@@ -42,12 +48,12 @@ OPTIONS = {"rise": dict(n_masks=RISE_MASKS), "integrated_gradients": dict(steps=
 def per_target_grad_eclip(model, images, targets):
     """The published way: one forward with the full last block, one backward per target."""
     visual = model.visual
-    trace = trace_vision(model, images)
+    trace = ec.trace_vision(model, images)
     last = trace.blocks[-1]
     emb = visual.ln_post(last.x_out)[:, 0] @ visual.proj  # pooled after the full last block
     scores = F.normalize(emb, dim=-1) @ targets.T
     with torch.no_grad():
-        lam = minmax(loosened_attention(model, merge_heads(last.q)[:, 0], merge_heads(last.k)[:, 1:]))
+        lam = minmax(loosened_attention(ec.as_model(model), merge_heads(last.q)[:, 0], merge_heads(last.k)[:, 1:]))
     values = merge_heads(last.v)[:, 1:].detach()
     maps = []
     for k in range(targets.shape[0]):
@@ -61,7 +67,7 @@ def masked_passes(method: str, model, images) -> int | None:
     if method == "rise":
         return RISE_MASKS
     if method == "occlusion":
-        grid = [s // p for s, p in zip(images.shape[-2:], patch_size(model))]
+        grid = [s // p for s, p in zip(images.shape[-2:], ec.as_model(model).patch_size)]
         return grid[0] * grid[1]
     return None
 
@@ -76,6 +82,8 @@ def main(argv=None):
     parser.add_argument("--methods", default=None, help="comma-separated (default: every registered one)")
     parser.add_argument("--full", action="store_true", help="measure the per-target way at K=1000")
     parser.add_argument("--memory-batch", type=int, default=8)
+    parser.add_argument("--vocabulary", type=int, default=80_000,
+                        help="targets explained from the basis (1,000 classes x 80 templates)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -85,7 +93,7 @@ def main(argv=None):
     size = model.visual.image_size
     size = (size, size) if isinstance(size, int) else tuple(size)
     images = torch.randn(args.batch, 3, *size, generator=torch.Generator().manual_seed(1)).to(args.device)
-    dim = embed_dim(model)
+    dim = ec.as_model(model).embed_dim
     bank = random_targets(1000, dim, seed=2, like=images)
     methods = args.methods.split(",") if args.methods else list(ec.METHODS)
     forward = forward_seconds(model, images, args.repeats)
@@ -141,6 +149,23 @@ def main(argv=None):
         if method == "integrated_gradients":
             note = f"  {options['steps']} steps"
         row(method, "K=1", ratio, note)
+
+    if "grad_eclip" in methods:  # the explanation basis: any vocabulary for a matrix product
+        vocabulary = random_targets(args.vocabulary, dim, seed=4, like=images)
+        basis = explanation_basis(model, images)
+        build = median_seconds(lambda: explanation_basis(model, images), args.repeats) / forward
+        product = median_seconds(lambda: basis.explain(vocabulary), 1) / forward
+        row("basis (grad_eclip)", f"K={args.vocabulary:,}", build + product,
+            f"  building the basis {build:.2f}x, the product {product:.2f}x")
+        with tempfile.TemporaryDirectory() as folder:
+            saved = load_basis(basis.save(Path(folder) / "basis.safetensors"))
+            further = median_seconds(lambda: saved.explain(vocabulary[:1000]), args.repeats) / forward
+        row("basis, saved", "each 1,000 more", further,
+            f"  from the file, no model; {basis.bytes_per_image / 2**20:.2f} MiB per image")
+        output = args.batch * args.vocabulary * basis.rows.shape[1] * basis.rows.element_size()
+        memory = peak_memory(lambda: basis.explain(vocabulary), args.device)
+        row("basis (grad_eclip)", f"K={args.vocabulary:,}", None,
+            f"  peak, chunks of {CHUNK} targets (the maps themselves: {output / 2**20:.0f} MiB)", memory)
 
     big = torch.randn(args.memory_batch, 3, *size, generator=torch.Generator().manual_seed(3)).to(args.device)
     for method in ("grad_eclip", "attention_eclip"):

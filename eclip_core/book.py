@@ -41,10 +41,10 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 QUICK: dict[str, object] = {
     "n_single": 10, "n_multi": 5, "n_styled": 10,      # chapter 0
     "n_images": 1, "n_study": 2, "steps": 4,           # chapters 2, 3, 4, 7
-    "repeats": 1,                                      # chapter 2's cost figure
-    "rise_masks": 4, "n_p1": 2, "pool": 20,            # chapters 4, 5
-    "n_cascade": 2, "cascade_samples": 1, "n_captions": 4,  # chapters 5, 6 (4 captions drawn)
-    "n_series": 4, "n_series_multi": 2,                # chapter 5's training series
+    "repeats": 1, "n_vocabulary": 40,                  # chapter 2's cost figure and basis section
+    "rise_masks": 4, "n_p1": 2,                        # chapters 4, 5
+    "n_trained": 3, "error_pool": 40,                  # chapter 5's P2 tests (n_scenes: 2, above)
+    "n_captions": 4,                                   # chapter 6 (4 captions drawn)
     "n_photos": 1,                                     # photographs in chapters 1, 3, 4
     "n_scenes": 2,                                     # chapter 8
     # chapters 4, 5, 7, 8: the Grad-ECLIP family, one baseline and the control instead of the whole zoo

@@ -304,6 +304,12 @@ def check_targets(targets: torch.Tensor, embed_dim: int | None,
     its dtype (it would silently become a zero or NaN direction). Rows are normalised
     in their own dtype, then converted.
     """
+    return (targets / target_norms(targets, embed_dim)[:, None]).to(dtype or targets.dtype)
+
+
+def target_norms(targets: torch.Tensor, embed_dim: int | None) -> torch.Tensor:
+    """(K,) the norms of (K, E) target embeddings after :func:`check_targets`' checks, for a
+    caller that divides by them later (the explanation basis scales its maps instead)."""
     if targets.ndim != 2 or (embed_dim is not None and targets.shape[1] != embed_dim):
         raise InputError(f"target embeddings must be (K, {embed_dim or 'E'}), got {tuple(targets.shape)}")
     if targets.shape[0] == 0:
@@ -311,9 +317,9 @@ def check_targets(targets: torch.Tensor, embed_dim: int | None,
     if targets.is_complex() or not targets.is_floating_point():
         raise InputError(f"target embeddings must be a float tensor (e.g. model.encode_text's output), "
                          f"got dtype {targets.dtype}")
-    if not torch.isfinite(targets).all():
+    norms = targets.norm(dim=-1)  # NaN or Inf anywhere makes its row's norm so: one pass over the targets
+    if not torch.isfinite(norms).all() and not torch.isfinite(targets).all():
         raise InputError("target embeddings contain NaN or Inf")
-    norms = targets.norm(dim=-1)
     bad = (~torch.isfinite(norms)) | (norms == 0)
     if bad.any():
         row = int(bad.nonzero()[0, 0])
@@ -321,7 +327,7 @@ def check_targets(targets: torch.Tensor, embed_dim: int | None,
                 else f"has a norm that over- or underflows in {targets.dtype}")
         raise InputError(f"target embedding #{row} {what} (largest |value| "
                          f"{float(targets[row].abs().max()):.3g}); pass unit-norm embeddings")
-    return (targets / norms[:, None]).to(dtype or targets.dtype)
+    return norms
 
 
 def is_paired(texts) -> bool:

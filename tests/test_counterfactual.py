@@ -185,69 +185,80 @@ def test_ranks_set_each_perturbation_metric_against_the_truth():
     rows = [{"method": m, "scene": s, "cf_correlation": v[0], "cf_top": 0.0, "cf_regret": 0.0,
              "deletion_auc": v[1], "insertion_auc": v[2], "road_deletion_auc": v[3]}
             for m, v in means.items() for s in range(2)]
-    ranks = _study(rows, list(means)).ranks()
+    ranks = _study(rows, list(means)).ranks("cf_correlation")
     expected = {"truth": [1, 2.5, 2.5, 4], "deletion": [4, 1.5, 1.5, 3], "insertion": [4, 1.5, 1.5, 3],
                 "ROAD": [4, 2.5, 2.5, 1], "largest gap": [3, 1, 1, 3]}
     assert list(ranks.columns) == list(expected)
     for column, values in expected.items():
         assert ranks[column].tolist() == values, column
     without_road = _study([{k: v for k, v in r.items() if k != "road_deletion_auc"} for r in rows], list(means))
-    assert "ROAD" not in without_road.ranks()
+    assert "ROAD" not in without_road.ranks("cf_correlation")
     no_metric = [{k: v for k, v in r.items() if not k.endswith("_auc")} for r in rows]
     with pytest.raises(ec.InputError, match="no perturbation metric"):
-        _study(no_metric, list(means)).ranks()
+        _study(no_metric, list(means)).ranks("cf_correlation")
 
 
-@pytest.mark.slow
-def test_localisation_by_model_on_constructed_maps():
-    """A map that is the object's mask points at it and holds all its energy on any model; a map
-    on the image's corner never does; the model-blind edges are the same on both models."""
-    from eclip_core.paper import p2
 
-    trained, shuffled = ec.load_model(), ec.load_model("eclip-shapes-shuffled")
-    scenes = shapes.eval_set(6, 1)
-    masks = {trained.preprocess(s.image).numpy().tobytes(): s.objects[0].mask for s in scenes}
 
-    def painted(kind: str):
-        def fn(model, images, targets, *, departures=FAITHFUL):
-            maps = []
-            for x in images:
-                mask = torch.from_numpy(masks[x.numpy().tobytes()].astype(np.float32))
-                if kind == "corner":
-                    mask = torch.zeros_like(mask)
-                    mask[0, 0] = 1.0
-                elif kind == "half":  # the mask over a quarter-height floor
-                    mask = mask + 0.25
-                maps.append(mask[None].expand(targets.shape[-2], -1, -1))
-            return torch.stack(maps), torch.zeros(len(images), targets.shape[-2])
-        return fn
+def test_evidence_on_named_counts_by_prompt_size_and_redundancy_compares_the_argmaxes():
+    """By hand: scene 0 has a one-object prompt whose largest Shapley value is on it, and a pair
+    prompt whose is not; scene 1 a one-object prompt whose is not. Redundancy: the single
+    removals' argmax differs from the Shapley argmax in one row of three."""
+    rows = [
+        {"method": "m", "scene": 0, "target_index": 0, "named": "0", "evidence_on_named": 1.0,
+         "single": (0.3, 0.0, 0.0), "shapley": (0.3, 0.1, 0.0)},
+        {"method": "m", "scene": 0, "target_index": 1, "named": "0+1", "evidence_on_named": 0.0,
+         "single": (0.0, 0.0, 0.2), "shapley": (0.1, 0.1, 0.2)},
+        {"method": "m", "scene": 1, "target_index": 2, "named": "1", "evidence_on_named": 0.0,
+         "single": (0.0, 0.0, 0.1), "shapley": (0.3, 0.0, 0.1)},
+    ]
+    study = _study(rows, ["m"])
+    assert study.evidence_on_named().estimate == pytest.approx(1 / 3)
+    assert study.evidence_on_named(objects=1).estimate == pytest.approx(1 / 2)
+    assert study.evidence_on_named(objects=2).estimate == 0.0
+    with pytest.raises(ec.InputError, match="names 3"):
+        study.evidence_on_named(objects=3)
+    assert study.redundancy().estimate == pytest.approx(1 / 3)
 
-    names = {"mask_map": "mask", "corner_map": "corner", "half_map": "half"}
-    for name, kind in names.items():
-        register(Method(name, painted(kind), f"constructed: {kind} (a test)"))
-    try:
-        table = p2.localisation_by_model({"trained": trained, "shuffled": shuffled}, scenes,
-                                              [*names, "edges"])
-    finally:
-        for name in names:
-            unregister(name)
-    for model in ("trained", "shuffled"):
-        for metric in ("pointing", "energy"):
-            assert table.loc["mask_map", [f"{metric}_{model}", f"{metric}_{model}_low"]].tolist() == [1.0, 1.0]
-            assert table.loc["corner_map", [f"{metric}_{model}", f"{metric}_{model}_high"]].tolist() == [0.0, 0.0]
-    # the floor: pointing still 1, energy A * 1.25 / (A * 1.25 + (N - A) * 0.25) for a mask of A of N pixels
-    areas = np.array([s.objects[0].mask.sum() for s in scenes], dtype=float)
-    size = scenes[0].objects[0].mask.size
-    energy = float(np.mean(areas * 1.25 / (areas * 1.25 + (size - areas) * 0.25)))
-    half = table.loc["half_map"]
-    assert half["pointing_trained"] == 1.0 and half["energy_trained"] == pytest.approx(energy, abs=1e-9)
-    assert half["energy_trained_low"] < energy < half["energy_trained_high"]
-    edges = table.loc["edges"]
-    assert all(edges[f"{metric}_trained{end}"] == edges[f"{metric}_shuffled{end}"]
-               for metric in ("pointing", "energy") for end in ("", "_low", "_high"))
-    assert table.attrs["n"] == 6
-    chance = float(np.mean([s.objects[0].mask.mean() for s in scenes]))
-    kept = p2.above_chance(table, chance, "shuffled")
-    assert "mask_map" in kept and "corner_map" not in kept
-    with pytest.raises(ec.EclipError, match="no model 'random'"):
-        p2.above_chance(table, chance, "random")
+
+def test_paired_difference_between_two_explainers_is_per_item_and_resamples_scenes():
+    """a - b on the same items: by hand 0.1 on every item, so the interval is the point and
+    equivalence within 0.2 holds but not within 0.05; a difference that varies across scenes
+    gets an interval from resampling scenes (2 scenes: the replicates' means are 0.0, 0.1, 0.2)."""
+    def rows(delta):
+        out = []
+        for j, (scene, d) in enumerate(zip([0, 0, 1, 1], delta)):
+            out += [{"method": "a", "scene": scene, "target_index": j, "shapley_correlation": 0.5 + d},
+                    {"method": "b", "scene": scene, "target_index": j, "shapley_correlation": 0.5}]
+        return out
+
+    constant = _study(rows([0.1] * 4), ["a", "b"])
+    wide, same = constant.paired("a", "b", margin=0.2)
+    assert (wide.estimate, wide.low, wide.high, wide.n) == pytest.approx((0.1, 0.1, 0.1, 2))
+    assert same is True and constant.paired("a", "b", margin=0.05)[1] is False
+    assert constant.paired("b", "a")[0].estimate == pytest.approx(-0.1)  # the sign: first minus second
+    varying, _ = _study(rows([0.0, 0.0, 0.2, 0.2]), ["a", "b"]).paired("a", "b")
+    assert varying.estimate == pytest.approx(0.1) and varying.low == pytest.approx(0.0)
+    assert varying.high == pytest.approx(0.2) and varying.level == 0.95
+    with pytest.raises(ec.InputError, match="both methods"):
+        constant.paired("a", "c")
+
+
+def test_paired_equivalence_reads_the_90_percent_interval():
+    """Twenty scenes of spread differences: a margin between the 90% and the 95% interval's
+    farthest bound is equivalence (TOST at 5% reads the 90% interval), one beyond both is too,
+    one inside both is not."""
+    from eclip_core.stats import bootstrap
+
+    rng = np.random.default_rng(7)
+    delta = rng.normal(0.02, 0.1, size=20)
+    rows = [r for scene, d in enumerate(delta) for r in (
+        {"method": "a", "scene": scene, "target_index": scene, "shapley_correlation": 0.5 + d},
+        {"method": "b", "scene": scene, "target_index": scene, "shapley_correlation": 0.5})]
+    study = _study(rows, ["a", "b"])
+    wide, narrow = bootstrap(delta, level=0.95), bootstrap(delta, level=0.90)
+    far95, far90 = max(-wide.low, wide.high), max(-narrow.low, narrow.high)
+    assert far90 < far95
+    assert study.paired("a", "b")[0].low == pytest.approx(wide.low)
+    assert study.paired("a", "b", margin=(far90 + far95) / 2)[1] is True
+    assert study.paired("a", "b", margin=far90 * 0.99)[1] is False

@@ -434,3 +434,41 @@ def test_occlusion(tiny, images, baseline):
     base = ref.black(images) if baseline == "black" else torch.zeros_like(images)
     assert_maps_equal(got.maps, ref.occlusion(tiny, images, t, base))
     torch.testing.assert_close(got.scores, model_scores(tiny, images, t), rtol=0, atol=1e-12)
+
+
+def test_centre_control(tiny, images):
+    """exp(-(r^2 + c^2) / 0.5) on a grid of coordinates from -1 to 1, written out cell by cell;
+    the same for every image and text; the scores are the model's own."""
+    t = targets(2)
+    got = ec.explain(tiny, images, t, method="centre")
+    gh, gw = GRID
+    expected = torch.tensor([[np.exp(-((-1 + 2 * r / (gh - 1)) ** 2 + (-1 + 2 * c / (gw - 1)) ** 2) / 0.5)
+                              for c in range(gw)] for r in range(gh)], dtype=torch.float64)
+    assert_maps_equal(got.maps, expected.expand(2, 2, gh, gw))
+    torch.testing.assert_close(got.scores, model_scores(tiny, images, t), rtol=0, atol=1e-12)
+
+
+def test_random_control_is_blind_to_the_model_and_the_text(tiny, images):
+    """The same map for the same image whatever the model, the text and the batch it comes in;
+    another image or seed, another map; uniform values in [0, 1)."""
+    t = targets(2)
+    got = ec.explain(tiny, images, t, method="random")
+    other_model = ec.explain(random_clip_like(tiny), images, targets(3), method="random")
+    alone = ec.explain(tiny, images[1:], t[:1], method="random")
+    assert torch.equal(got.maps[:, 0], got.maps[:, 1]) and torch.equal(got.maps[:, 0], other_model.maps[:, 0])
+    assert torch.equal(alone.maps[0, 0], got.maps[1, 0])
+    assert not torch.equal(got.maps[0, 0], got.maps[1, 0])
+    assert not torch.equal(ec.explain(tiny, images, t, method="random", seed=1).maps, got.maps)
+    assert got.maps.min() >= 0 and got.maps.max() < 1 and got.maps.std() > 0.1
+    torch.testing.assert_close(got.scores, model_scores(tiny, images, t), rtol=0, atol=1e-12)
+
+
+def random_clip_like(model):
+    """Another model of the same shapes: every parameter redrawn."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    return twin

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 import eclip_core as ec
-from eclip_core.paper import misalignment, p2, photos
+from eclip_core.paper import misalignment, photos
 from eclip_core.world import shapes
 from eclip_core.book import QUICK, main, report
-from eclip_core.errors import EclipError, InputError
+from eclip_core.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +179,3 @@ def test_photo_study_on_a_small_vit(one_head_clip, tmp_path):
     assert ((t["deletion_faithful_start"] - t["original"]).abs() <= 1e-5).all()
 
 
-def test_p2_refuses_too_few_pairs(embedded):
-    with pytest.raises(EclipError, match="enlarge the pool"):
-        p2.p2_study(embedded, ["attention"], pool=3)

@@ -40,3 +40,35 @@ def test_general_derivation_for_symbolic_sizes(loosened):
 
 def test_general_derivation_control_does_not_vanish():
     assert symbolic.general_equivalence(control=True).residual != 0
+
+
+def test_shapley_values_symbolically_and_against_the_numeric_ones():
+    """Efficiency holds for any score; two objects that stand in for each other share it while
+    single removals see nothing; substituting numbers gives counterfactual.shapley_values."""
+    import itertools
+
+    import numpy as np
+
+    from eclip_core.paper.counterfactual import shapley_values
+    from eclip_core.paper.symbolic import shapley_derivation
+
+    d = shapley_derivation(3)
+    assert d.efficiency == 0
+    assert d.redundant == ([sp.Rational(1, 2), sp.Rational(1, 2), 0], [0, 0, 0])
+    rng = np.random.default_rng(0)
+    numbers = {c: float(rng.normal()) for c in d.values}
+    scores = {frozenset(range(3)) - c: np.array([numbers[c]]) for c in d.values}  # removed -> score
+    numeric = shapley_values(scores, 3)
+    symbolic = [float(p.subs({d.values[c]: numbers[c] for c in d.values})) for p in d.phi]
+    assert np.allclose(numeric, symbolic, atol=1e-12)
+    assert len(list(itertools.chain(d.values))) == 8
+
+
+def test_the_explanation_basis_symbolically():
+    """Grad-ECLIP before its ReLU is one row times the target, for any Jacobian; linear in the
+    target; and the control that forgets the cosine's projection does not vanish."""
+    from eclip_core.paper.symbolic import basis_derivation
+
+    d = basis_derivation(3, 2)
+    assert d.residual == 0 and d.linearity == 0 and d.control != 0
+    assert d.row.shape == (3, 1) and all(not x.has(*d.t) for x in d.row)  # the row does not depend on t

@@ -19,6 +19,7 @@ prepares that input).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -163,16 +164,24 @@ def default_text_blocks(model: ClipModel) -> int:
     return depth if depth <= 4 else depth // 2
 
 
-@grad_mode_independent
-def text_eclip(model: ClipModel, tokens: torch.Tensor, targets: torch.Tensor, *, route: str,
-               departures: Departures = FAITHFUL, loosened: bool = True, qk: str = "out_proj",
-               n_blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Token maps (B, K, L) for B texts and K image targets, with the token mask (B, L).
+@dataclass
+class TextParts:
+    """The text branch's pieces before the ReLU: ``total`` (K, B, L) the contributions of the
+    explained blocks summed, for K cotangents of the text embedding; ``embedding`` (B, E) the
+    text embedding of the pass; ``token_mask`` (B, L) the explained tokens (strictly between SOT
+    and EOT)."""
 
-    The query is the EOT position; the explained tokens are those strictly between SOT
-    and EOT; contributions of the last ``n_blocks`` blocks are summed, passed through
-    ReLU and normalised to sum 1 per map (an all-zero map stays zero).
-    """
+    total: torch.Tensor
+    embedding: torch.Tensor
+    token_mask: torch.Tensor
+
+
+def text_eclip_parts(model: ClipModel, tokens: torch.Tensor, cotangents: Callable[[torch.Tensor], torch.Tensor], *,
+                     route: str, departures: Departures = FAITHFUL, loosened: bool = True, qk: str = "out_proj",
+                     n_blocks: int | None = None) -> TextParts:
+    """Either route on the last ``n_blocks`` text blocks, for the cotangents ``cotangents(e)``
+    (K, B, E) of the text embedding ``e``: per block the EOT query's contributions (with the
+    loosened term), summed. Linear in the cotangents."""
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}")
     depth = model.depth("text")
@@ -181,7 +190,7 @@ def text_eclip(model: ClipModel, tokens: torch.Tensor, targets: torch.Tensor, *,
     with autograd():  # differentiable from the token embeddings on: frozen parameters work too
         tr = model.trace_text(tokens, heads=departures.heads, explained=n_blocks, differentiable=True)
         blocks = tr.blocks[-n_blocks:]
-        cot = cosine_cotangents(tr.embedding, targets)
+        cot = cotangents(tr.embedding.detach())
         leaves = [b.attn if route == "attention" else b.attn_out for b in blocks]
         grads = torch.autograd.grad(tr.embedding, leaves, cot, is_grads_batched=True)
     batch = torch.arange(len(tokens))
@@ -203,7 +212,27 @@ def text_eclip(model: ClipModel, tokens: torch.Tensor, targets: torch.Tensor, *,
                 lam = minmax(cos) if departures.minmax_all_tokens else masked_minmax(cos, token_mask)
             contrib = lam[None] * contrib
         total = total + contrib
+    return TextParts(total.detach(), tr.embedding.detach(), token_mask)
+
+
+def text_maps(total: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    """(B, K, L) token maps from the summed contributions (K, B, L): ReLU, the explained tokens
+    only, normalised to sum 1 per map (an all-zero map stays zero)."""
     maps = total.clamp_min(0).transpose(0, 1) * token_mask[:, None]
     norm = maps.sum(-1, keepdim=True)
-    maps = torch.where(norm > 0, maps / norm.clamp_min(1e-30), maps)
-    return maps.detach(), cosine_scores(tr.embedding.detach(), targets), token_mask
+    return torch.where(norm > 0, maps / norm.clamp_min(1e-30), maps)
+
+
+@grad_mode_independent
+def text_eclip(model: ClipModel, tokens: torch.Tensor, targets: torch.Tensor, *, route: str,
+               departures: Departures = FAITHFUL, loosened: bool = True, qk: str = "out_proj",
+               n_blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token maps (B, K, L) for B texts and K image targets, with the token mask (B, L).
+
+    The query is the EOT position; the explained tokens are those strictly between SOT
+    and EOT; contributions of the last ``n_blocks`` blocks are summed, passed through
+    ReLU and normalised to sum 1 per map (an all-zero map stays zero).
+    """
+    parts = text_eclip_parts(model, tokens, lambda e: cosine_cotangents(e, targets), route=route,
+                             departures=departures, loosened=loosened, qk=qk, n_blocks=n_blocks)
+    return text_maps(parts.total, parts.token_mask), cosine_scores(parts.embedding, targets), parts.token_mask

@@ -34,7 +34,7 @@ from ..clip import ClipModel
 from ..departures import MODES, Departures, departures_for
 from ..errors import InputError
 from .attention import attention_rollout, raw_attention
-from .controls import edge_strength, edges_notes
+from .controls import centre_prior, control_notes, edge_strength, edges_notes, random_map
 from .direct import direct_contributions
 from .eclip import QK_CHOICES, attention_eclip, grad_eclip, text_eclip
 from .gae import gae
@@ -342,3 +342,7 @@ register(Method("occlusion", occlusion, "occlusion: score drop with one patch re
                 choices={"baseline": BASELINES}, bounds={"window": Bound(1), "batch_size": Bound(1)}))
 register(Method("edges", edge_strength, "control: the image's edge strength per patch, blind to the model "
                 "(it must fail P2)", notes=edges_notes))
+register(Method("centre", centre_prior, "control: a centre prior, blind to the image and the model (it must fail P2)",
+                notes=control_notes))
+register(Method("random", random_map, "control: a random map, the same for the same image, blind to the model "
+                "(it must fail P2)", notes=control_notes))

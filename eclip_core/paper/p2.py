@@ -1,470 +1,520 @@
-"""P2, alignment with performance: explanation quality must move with model quality (PAPER.md).
+"""P2, alignment with performance -- one definition, tests calibrated by controls, one verdict table.
 
-Four tests of it, each a function of a sample so that ``tests/test_resampling.py`` can rerun it
-on disjoint samples:
+**Definition.** An explanation's quality is its agreement with what the model itself does: on a
+scene of several objects, the rank correlation of the map's share of each object with the
+objects' Shapley values for the explained prompt (:mod:`eclip_core.paper.counterfactual`:
+exact, from every subset of the objects removed in distribution). **P2 asks that this agreement
+hold whatever the model has learnt**: on the trained model and on the scenes it gets wrong, on
+the same model part-way through its training, with its weights redrawn, and -- where the model
+learnt nothing, so that its scores no longer depend on the objects -- the map says so: its
+contrast between the named objects and the background vanishes with the model's effects. A
+faithful explainer of a model that learnt nothing shows nothing.
 
-* right against wrong (:func:`p2_study`): localisation on scenes the model gets wrong against
-  class-matched scenes it gets right (:func:`p2_table`: the same split on any scenes);
-* model randomisation (:func:`cascade_study`, :func:`p2_randomisation`): maps must change when
-  the weights are redrawn from the top down;
-* data randomisation (:func:`localisation_by_model`): localisation on the trained model and on
-  its twin trained on shuffled captions;
-* the training series (:func:`series_study`): quality across the embedded model's own training
-  run, against the checkpoints' accuracy.
+Localisation (pointing game, energy in the mask) is a proxy for this agreement where the model's
+evidence lies on the named object, and breaks where it does not: on the model's errors (a
+faithful map follows the model off the object) and on a model that learnt nothing (a min-max
+normalised map still ranks a residual; only magnitudes show that nothing is left).
+
+**Tests** (:func:`p2_study`), each a :class:`P2Test` over the same explainers, each calibrated by
+controls: :data:`POSITIVE_CONTROLS`, faithful by construction, must pass it, and
+:data:`NEGATIVE_CONTROLS`, blind to the model, must fail it; a test that does not separate them
+is reported as such and left out of the verdicts.
+
+* ``trained``: agreement on the trained model;
+* ``errors``: on the model's wrong answers (a prompt naming no object of the scene), whether the
+  map moves with the model's evidence from the right answer to the wrong one;
+* ``series``: the least agreement over the checkpoints of the model's own training run;
+* ``randomised``: the least agreement over the model with its read-out, and with every weight,
+  redrawn;
+* ``shuffled``: the contrast left on the model trained on shuffled captions, as a share of the
+  contrast on the trained model (the explainer must also pass ``trained``).
+
+**Statistics.** Scenes are resampled (:data:`~eclip_core.stats.N_BOOT` times; a scene's prompts
+together). Agreement passes when it is above :data:`AGREES` and fails when it is below
+:data:`NEGLIGIBLE`; the shuffled share passes below :data:`VANISHES` and fails above
+:data:`KEEPS` -- one-sided bootstrap tests, Holm-adjusted over the explainers of each test, at
+:data:`ALPHA`; otherwise "not shown". The thresholds were fixed before measuring. An explainer
+satisfies P2 ("holds") when it passes every calibrated test, breaks it ("fails") when it fails
+one, and is "not shown" otherwise.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from ..errors import EclipError, InputError
-from ..evaluation import evaluate, method_options, zero_shot_predictions
-from ..metrics import direction
-from ..models import Model
-from ..randomisation import cascade
-from ..stats import N_BOOT, bootstrap, paired_difference, percentile_interval
+from ..clip import ClipModel
+from ..errors import InputError
+from ..models import DEFAULT_MODEL, Model, as_model, load_model
+from ..randomisation import randomise_
+from ..stats import (
+    N_BOOT,
+    Interval,
+    bootstrap_replicates,
+    holm,
+    monotone_trend,
+    p_above,
+    p_below,
+    percentile_interval,
+    spearman,
+)
 from ..world import shapes
-from .counterfactual import ground_truth_study
+from ..world.embedded import SERIES_MODELS, SHUFFLED_MODEL
+from .counterfactual import TRUTH, Truth, measure, truth
 
-# ----------------------------------------------------------------------------- right vs wrong, on any scenes
+#: The measure of quality: rank agreement of the map's object shares with the Shapley values.
+QUALITY = "shapley_correlation"
+#: Explainers faithful by construction (and the truth painted as a map): they must pass every test.
+POSITIVE_CONTROLS = ("occlusion", "integrated_gradients", "direct_contributions", TRUTH)
+#: Maps made without the model: they must fail every test.
+NEGATIVE_CONTROLS = ("edges", "centre", "random")
+#: Agreement passes above this ...
+AGREES = 0.0
+#: ... and fails below this (a rank correlation under 0.2 says practically nothing).
+NEGLIGIBLE = 0.2
+#: The shuffled model's contrast, as a share of the trained model's, passes below this ...
+VANISHES = 0.1
+#: ... and fails above this (a map that keeps half its contrast where the model's effects fell
+#: ten-thousand-fold does not follow the model).
+KEEPS = 0.5
+#: Family-wise error rate of each test's verdicts (Holm over the explainers).
+ALPHA = 0.05
+#: What the tests set for the costly explainers (a forward pass per mask, per step, per patch).
+P2_OPTIONS: dict[str, dict[str, Any]] = {"rise": {"n_masks": 25}, "integrated_gradients": {"steps": 8},
+                                         "occlusion": {"window": 2}}
+#: Two explainers' statistics differing by less than this are practically the same (TOST).
+EQUIVALENCE_MARGIN = 0.1
+VERDICTS = ("holds", "fails", "not shown")
+TESTS = ("trained", "errors", "series", "randomised", "shuffled")
 
 
-def p2_table(model: Model, methods: Sequence[str], scenes, *, texts: Sequence[str] | None = None, steps: int = 16,
-             rise_masks: int = 500, seed: int = 0, batch_size: int = 50,
-             progress: bool = False) -> pd.DataFrame:
-    """P2: localisation and deletion split by the model's zero-shot correctness.
+@dataclass
+class P2Test:
+    """One test of P2 over the same explainers.
 
-    For each scene the target is its first object's prompt (the true prompt) among
-    ``texts`` (default: every shapes prompt) and the original model's prediction is the
-    top-1 over ``texts``; a prediction is *right* when it is the target (use
-    single-object scenes). Per explainer (``"name"`` or
-    ``"name:reference"``), on the target's map: pointing-game hit rate and deletion AUC
-    (score, uniform baseline, ours protocol) on right and on wrong predictions.
-
-    ``pointing_wrong`` is how often the explainer still "localises" the named object
-    when the model got the scene wrong; ``pointing_gap = pointing_right -
-    pointing_wrong``. Criterion: an explainer aligned with the model's performance has
-    ``pointing_gap`` > 0 (its maps degrade when the model fails); a gap near 0 (maps
-    equally good either way) does not reflect the model. Deletion AUC (lower is better)
-    is reported for both splits as context, not as a criterion: on wrong predictions
-    the target's score starts lower, so its AUC is lower whatever the map. NaN where a
-    split is empty.
+    ``table``: per method, the statistic (``estimate``, ``low``, ``high``: 95% interval, scenes
+    resampled), ``n`` scenes, ``p_pass`` / ``p_fail`` (Holm-adjusted one-sided bootstrap
+    p-values of passing and failing) and ``verdict`` ("passes", "fails", "not shown");
+    ``replicates``: per method, the statistic's bootstrap replicates (the same resamples for
+    every method, so differences between methods are paired); ``models``: the models the test
+    read.
     """
-    methods = [methods] if isinstance(methods, str) else list(methods)
-    result = evaluate(model, list(scenes), methods, texts=texts, steps=steps, seed=seed,
-                      rise_masks=rise_masks, batch_size=batch_size, curves=("deletion",), timing=False,
-                      progress=progress)
-    rows = []
-    for spec, group in result.per_image.groupby("method", sort=False):
-        right = (group["predicted"] == group["target"]).to_numpy(bool)
 
-        def split(column: str, which: np.ndarray, group: pd.DataFrame = group) -> float:
-            values = group[column].to_numpy(float)[which]
-            return float(values.mean()) if len(values) else float("nan")
+    name: str
+    question: str
+    table: pd.DataFrame
+    replicates: dict[str, np.ndarray]
+    models: list[str]
+    notes: list[str] = field(default_factory=list)
 
-        pr, pw = split("pointing_game", right), split("pointing_game", ~right)
-        n_right, n_wrong = int(right.sum()), int((~right).sum())
-        gap_se = math.sqrt(pr * (1 - pr) / n_right + pw * (1 - pw) / n_wrong) \
-            if n_right and n_wrong else float("nan")
-        rows.append({"method": spec, "n_right": n_right, "n_wrong": n_wrong,
-                     "pointing_right": pr, "pointing_wrong": pw, "pointing_gap": pr - pw,
-                     "gap_se": gap_se, "deletion_right": split("deletion_auc", right),
-                     "deletion_wrong": split("deletion_auc", ~right)})
-    table = pd.DataFrame(rows).set_index("method")
-    first = result.per_image[result.per_image["method"] == result.per_image["method"].iloc[0]]
-    accuracy = float((first["predicted"] == first["target"]).mean())
-    table.attrs["title"] = (f"P2: explanation quality split by zero-shot correctness "
-                            f"({result.per_image['item'].nunique()} scenes, accuracy {accuracy:.3f})")
-    table.attrs["notes"] = [
-        "target = the true prompt; right = the model's top-1 is the target",
-        "pointing_gap = pointing_right - pointing_wrong: > 0 means the maps degrade when the "
-        "model fails (aligned with performance)",
-        "gap_se: standard error of the gap (two independent proportions); a gap within two of "
-        "them of 0 is no evidence either way",
-        f"deletion AUC: {direction('deletion_auc')}"]
-    table.attrs["accuracy"] = accuracy
-    return table
+    def controls(self) -> dict[str, str]:
+        """The controls' verdicts on this test."""
+        return {m: self.table.loc[m, "verdict"] for m in POSITIVE_CONTROLS + NEGATIVE_CONTROLS if m in self.table.index}
+
+    @property
+    def calibrated(self) -> bool:
+        """Every positive control passes and every negative control fails (those measured)."""
+        verdicts = self.controls()
+        return bool(verdicts) and all(v == "passes" for m, v in verdicts.items() if m in POSITIVE_CONTROLS) \
+            and all(v == "fails" for m, v in verdicts.items() if m in NEGATIVE_CONTROLS)
+
+    def difference(self, a: str, b: str, level: float = 0.95) -> Interval:
+        """The statistic of ``a`` minus that of ``b`` with its interval, paired (the same resamples)."""
+        diff = self.replicates[a] - self.replicates[b]
+        low, high = percentile_interval(diff, level)
+        estimate = float(self.table.loc[a, "estimate"] - self.table.loc[b, "estimate"])
+        return Interval(estimate, float(low), float(high), int(self.table.loc[a, "n"]), level)
 
 
-def p2_randomisation(model: Model, methods: Sequence[str], images, texts, *, seed: int = 0,
-                     rise_masks: int = 500, progress: bool = False) -> pd.DataFrame:
-    """P2: the model-randomisation cascade per explainer (rank correlation at each step).
-
-    Columns ``s0:trained``, ``s1:proj+ln_post``, ``s2:block{L-1}``, ..., ``embeddings``:
-    the mean Spearman correlation between the trained model's maps and the maps after
-    randomising the vision tower down to that step (cumulative, top down, on a copy of
-    the model; see :func:`eclip_core.randomisation.randomisation_cascade`). The last row,
-    ``(zero-shot agreement)``, is the fraction of images whose top-1 is unchanged: the
-    model's performance collapsing. Criterion: the explainer's correlation falls with
-    it; a correlation that stays high while the model is randomised fails P2.
-    """
-    methods = [methods] if isinstance(methods, str) else list(methods)
-    options = {spec: method_options(spec, rise_masks=rise_masks, seed=seed) for spec in methods}
-    images = images if hasattr(images, "shape") else [getattr(im, "image", im) for im in images]  # scenes
-    results = cascade(model, methods, images, texts, seed=seed, options=options, progress=progress)
-    rows = {spec: {f"s{s.step}:{s.name}": s.spearman for s in steps} for spec, steps in results.items()}
-    first = next(iter(results.values()))
-    rows["(zero-shot agreement)"] = {f"s{s.step}:{s.name}": s.agreement for s in first}
+def _verdicts(estimates: Mapping[str, float], replicates: Mapping[str, np.ndarray], n: int,
+              pass_p: Callable[[np.ndarray], float], fail_p: Callable[[np.ndarray], float],
+              extra_fail: Mapping[str, bool] | None = None, extra_pass: Mapping[str, bool] | None = None,
+              ) -> pd.DataFrame:
+    """The table of a test: intervals, Holm-adjusted p-values and verdicts."""
+    methods = list(estimates)
+    passing = holm([pass_p(replicates[m]) for m in methods])
+    failing = holm([fail_p(replicates[m]) for m in methods])
+    rows = {}
+    for m, pp, pf in zip(methods, passing, failing):
+        low, high = percentile_interval(replicates[m], 0.95)
+        fails = pf < ALPHA or (extra_fail or {}).get(m, False)
+        passes = pp < ALPHA and (extra_pass or {}).get(m, True) and not fails
+        rows[m] = {"estimate": estimates[m], "low": float(low), "high": float(high), "n": n,
+                   "p_pass": float(pp), "p_fail": float(pf),
+                   "verdict": "passes" if passes else "fails" if fails else "not shown"}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "method"
-    table.attrs["title"] = (f"P2: randomisation cascade, Spearman rank correlation with the trained maps "
-                            f"({len(images)} images, {len(texts)} texts)")
-    table.attrs["notes"] = ["cumulative, top down: s1 randomises proj + ln_post, then one block per "
-                            "step, finally the embeddings",
-                            "step 0 is 1 by construction; lower afterwards is better"]
-    table.attrs["pearson"] = {spec: [s.pearson for s in steps] for spec, steps in results.items()}
     return table
+
+
+def _per_scene(rows: pd.DataFrame, column: str, methods: Sequence[str], scenes: Sequence[int]) -> np.ndarray:
+    """(scenes, methods) the mean of ``column`` over each scene's rows (NaN where a scene has none)."""
+    table = rows.groupby(["method", "scene"])[column].mean().unstack("method")
+    return table.reindex(index=list(scenes), columns=list(methods)).to_numpy(dtype=np.float64)
+
+
+def agreement_test(name: str, question: str, measured: Mapping[str, pd.DataFrame], methods: Sequence[str], *,
+                   seed: int = 0, n_boot: int = N_BOOT) -> P2Test:
+    """The least agreement (:data:`QUALITY`) over the models of ``measured`` (model name -> rows
+    of :func:`~eclip_core.paper.counterfactual.measure` on the same scenes), per method: the
+    mean over scenes of each scene's mean agreement, the least over the models; scenes resampled
+    together across models. On a model whose effects follow the objects' sizes alone, maps made
+    without the model agree too; the least over the models is what they cannot keep up."""
+    scenes = sorted(set().union(*(set(rows["scene"]) for rows in measured.values())))
+    cube = np.stack([_per_scene(rows, QUALITY, methods, scenes) for rows in measured.values()], axis=1)  # (S, M, E)
+    cube = cube[~np.isnan(cube).any(axis=(1, 2))]
+    if len(cube) == 0:
+        raise InputError(f"P2 test {name!r}: no scene has rows on every model")
+    return _test(name, question, {m: cube[:, :, e] for e, m in enumerate(methods)},
+                 lambda rows: float(rows.mean(axis=0).min()), list(measured), seed=seed, n_boot=n_boot)
+
+
+def _test(name: str, question: str, per_scene: Mapping[str, np.ndarray], statistic: Callable[[np.ndarray], float],
+          models: list[str], *, seed: int, n_boot: int) -> P2Test:
+    """An agreement test from per-scene values (scenes, ...) per method: the statistic's bootstrap
+    (the same resamples for every method), verdicts at :data:`AGREES` / :data:`NEGLIGIBLE`."""
+    estimates, replicates = {}, {}
+    for method, values in per_scene.items():
+        estimates[method], replicates[method] = bootstrap_replicates(values, statistic, n_boot=n_boot, seed=seed)
+    n = len(next(iter(per_scene.values())))
+    table = _verdicts(estimates, replicates, n, lambda r: p_above(r, AGREES), lambda r: p_below(r, NEGLIGIBLE))
+    return P2Test(name, question, table, replicates, models,
+                  notes=[f"agreement passes above {AGREES}, fails below {NEGLIGIBLE}; Holm over {len(per_scene)} "
+                         f"explainers at {ALPHA}; {n} scenes resampled"])
+
+
+def errors_test(rows: pd.DataFrame, methods: Sequence[str], *, seed: int = 0, n_boot: int = N_BOOT) -> P2Test:
+    """On each scene the model gets wrong (:func:`model_errors`), the map of its wrong answer minus
+    the map of the right answer, against the wrong answer's Shapley values minus the right one's:
+    the rank correlation over the objects of the differences of shares and of values. A map made
+    without the model is the same for both answers, so its difference is nothing (correlation 0);
+    a faithful one moves with the model's evidence from one answer to the other."""
+    per_scene: dict[str, list[float]] = {m: [] for m in methods}
+    scenes = sorted(set(rows["scene"]))
+    for method in methods:
+        mine = rows[rows["method"] == method]
+        for scene in scenes:
+            pair = mine[mine["scene"] == scene].sort_values("target_index")
+            wrong, right = pair.iloc[0], pair.iloc[1]
+            shares = np.subtract(wrong["shares"], right["shares"])
+            values = np.subtract(wrong["shapley"], right["shapley"])
+            per_scene[method].append(float(spearman(torch.from_numpy(shares), torch.from_numpy(values))))
+    return _test("errors", "where the model is wrong, does the map move with its evidence from the right answer "
+                 "to the wrong one?", {m: np.asarray(v) for m, v in per_scene.items()},
+                 lambda rows: float(rows.mean()), ["trained"], seed=seed, n_boot=n_boot)
+
+
+def shuffled_test(trained: pd.DataFrame, shuffled: pd.DataFrame, methods: Sequence[str], *, seed: int = 0,
+                  n_boot: int = N_BOOT) -> P2Test:
+    """The contrast left on the shuffled-caption model as a share of the contrast on the trained
+    model (ratio of the means over scenes, scenes resampled); passing needs the explainer to pass
+    ``trained`` too, and failing ``trained`` fails this test as well."""
+    scenes = sorted(set(trained["scene"]) & set(shuffled["scene"]))
+    before = _per_scene(trained, "contrast", methods, scenes)
+    after = _per_scene(shuffled, "contrast", methods, scenes)
+    baseline = agreement_test("trained", "", {"trained": trained}, methods, seed=seed, n_boot=n_boot).table["verdict"]
+    estimates, replicates = {}, {}
+    for e, method in enumerate(methods):
+        pairs = np.stack([after[:, e], before[:, e]], axis=1)
+
+        def share(rows: np.ndarray) -> float:
+            return float(rows[:, 0].mean() / rows[:, 1].mean()) if rows[:, 1].mean() != 0 else float("inf")
+
+        estimates[method], replicates[method] = bootstrap_replicates(pairs, share, n_boot=n_boot, seed=seed)
+    table = _verdicts(estimates, replicates, len(scenes), lambda r: p_below(r, VANISHES),
+                      lambda r: p_above(r, KEEPS),
+                      extra_fail={m: baseline[m] == "fails" for m in methods},
+                      extra_pass={m: baseline[m] == "passes" for m in methods})
+    return P2Test("shuffled", "where the model learnt nothing, does the map say so?", table, replicates,
+                  ["trained", "shuffled"],
+                  notes=[f"contrast on the shuffled model / on the trained model: passes below {VANISHES}, "
+                         f"fails above {KEEPS} (Holm, {ALPHA}); needs agreement on the trained model"])
+
+
+def randomised_models(model: Model, seed: int = 0) -> dict[str, ClipModel]:
+    """Copies of ``model`` with its read-out (``head``) and with every weight (``all``) redrawn,
+    as the randomisation cascade draws them (:func:`eclip_core.randomisation.randomise_`)."""
+    clip = as_model(model)
+    groups = clip.vision_parameter_groups()
+    out = {}
+    for label, upto in (("head", 1), ("all", len(groups))):
+        twin = clip.with_module(copy.deepcopy(clip.module).eval())
+        generator = torch.Generator().manual_seed(seed)
+        for _, names in groups[:upto]:
+            randomise_(twin, names, generator)
+        out[f"randomised {label}"] = twin
+    return out
+
+
+#: The checkpoints of the training series the ``series`` test reads, beside the model itself: from
+#: chance (step 20), through a model that knows colours (160), to nearly the final one (1250).
+SERIES_STEPS = (20, 160, 1250)
 
 
 @dataclass
 class P2Study:
-    """Localisation on scenes the model gets wrong against class-matched scenes it gets right.
+    """Every test of P2 on one sample of held-out scenes (:func:`p2_study`)."""
 
-    ``pairs``: one row per matched pair (the wrong scene, its right twin of the same true
-    colour and shape, and how the prediction was wrong); ``per_image``: the evaluation's
-    rows; ``table``: per explainer, pointing on right and wrong scenes and the gap
-    right - wrong with its interval (pairs resampled), overall and by kind of error.
-    """
-
-    pairs: pd.DataFrame
-    per_image: pd.DataFrame
-    table: pd.DataFrame
-    pool: int
-    accuracy: float
-
-
-def _matched_pairs(pool: list[shapes.Scene], predicted: list[int], prompts: list[str],
-                   seed: int) -> pd.DataFrame:
-    """Every wrongly predicted scene with a rightly predicted scene of the same true class."""
-    labels = shapes.prompt_labels()
-    truth = [prompts.index(f"a {s.objects[0].phrase}") for s in pool]
-    right_by_class: dict[int, list[int]] = {}
-    for i, (t, p) in enumerate(zip(truth, predicted)):
-        if t == p:
-            right_by_class.setdefault(t, []).append(i)
-    rng = np.random.default_rng(seed)
-    for members in right_by_class.values():
-        rng.shuffle(members)
-    rows = []
-    for i, (t, p) in enumerate(zip(truth, predicted)):
-        if t == p or not right_by_class.get(t):
-            continue
-        kind = "colour" if labels[p][0] != labels[t][0] else "shape"
-        rows.append({"wrong": i, "right": right_by_class[t].pop(), "true": prompts[t],
-                     "predicted": prompts[p], "kind": kind})
-    return pd.DataFrame(rows)
-
-
-def p2_study(model: Model, methods: Sequence[str], *, sample: int = 0, pool: int = 6000,
-             options: dict[str, dict[str, Any]] | None = None, rise_masks: int = 100) -> P2Study:
-    """P2 on the held-out single-object scenes of ``sample``: every scene the model gets wrong
-    among ``pool``, each paired with a scene of the same true class that it gets right.
-
-    For each explainer, the map of the true prompt: pointing game on the right and on the
-    wrong scenes, and the paired gap (right - wrong) with its interval, overall and for
-    wrong colours and wrong shapes separately. A gap above zero means the maps degrade when
-    the model fails, as an explanation of the model must (P2).
-    """
-    prompts = shapes.prompts()
-    scenes = shapes.held_out_scenes(pool, 1, sample, size=shapes.world_size(model))
-    predicted = zero_shot_predictions(model, [s.image for s in scenes], prompts).tolist()
-    accuracy = float(np.mean([prompts[p] == f"a {s.objects[0].phrase}" for p, s in zip(predicted, scenes)]))
-    pairs = _matched_pairs(scenes, predicted, prompts, seed=sample)
-    if len(pairs) < 2:
-        raise EclipError(f"P2 needs at least 2 wrongly predicted scenes with a rightly predicted twin of the "
-                         f"same class; {pool} scenes at accuracy {accuracy:.3f} gave {len(pairs)}: "
-                         f"enlarge the pool")
-    chosen = [scenes[i] for i in pairs["wrong"]] + [scenes[i] for i in pairs["right"]]
-    result = evaluate(model, chosen, list(methods), texts=prompts, curves=(),
-                      timing=False, options=options, rise_masks=rise_masks, seed=sample)
-    n = len(pairs)
-    rows = []
-    for spec, group in result.per_image.groupby("method", sort=False):
-        hits = group["pointing_game"].to_numpy(float)
-        wrong, right = hits[:n], hits[n:]
-        row: dict[str, Any] = {"method": spec, "pairs": n}
-        row.update(bootstrap(right, seed=sample).columns("pointing_right"))
-        row.update(bootstrap(wrong, seed=sample).columns("pointing_wrong"))
-        row.update(paired_difference(right, wrong, seed=sample).columns("gap"))
-        for kind in ("colour", "shape"):
-            which = (pairs["kind"] == kind).to_numpy()
-            row[f"pairs_{kind}"] = int(which.sum())
-            if which.sum() >= 2:
-                row.update(paired_difference(right[which], wrong[which], seed=sample).columns(f"gap_{kind}"))
-        rows.append(row)
-    table = pd.DataFrame(rows).set_index("method")
-    table.attrs["title"] = (f"P2: pointing on {n} wrongly predicted scenes and {n} class-matched right ones "
-                            f"(sample {sample}; pool of {pool}, accuracy {accuracy:.3f})")
-    table.attrs["notes"] = ["gap = pointing_right - pointing_wrong over matched pairs; [low, high]: "
-                            "bootstrap 95% interval, pairs resampled",
-                            "gap > 0: the maps degrade when the model fails (aligned with performance)"]
-    return P2Study(pairs, result.per_image, table, pool, accuracy)
-
-
-def p2_verdicts(table: pd.DataFrame) -> dict[str, str]:
-    """Per explainer: ``"aligned"`` (the gap's interval lies above 0), ``"reversed"`` (below 0)
-    or ``"no evidence"`` (the interval holds 0)."""
-    return {method: "aligned" if row["gap_low"] > 0 else "reversed" if row["gap_high"] < 0 else "no evidence"
-            for method, row in table.iterrows()}
-
-
-#: What chapter 5 states from :func:`p2_study`, each verdict checked on every disjoint sample
-#: by ``tests/test_resampling.py``; the explainers not listed are reported with their spread.
-P2_STATED = {"gae": "aligned", "legrad": "aligned", "grad_eclip:reference": "no evidence",
-             "rollout": "no evidence", "direct_contributions": "no evidence", "maskclip": "no evidence",
-             "clip_surgery": "no evidence", "edges": "no evidence"}
-
-
-def p2_conclusions(study: P2Study) -> dict[str, bool]:
-    """Each stated verdict (:data:`P2_STATED`) for the explainers the study measured."""
-    verdicts = p2_verdicts(study.table)
-    return {f"{method}: {verdict}": verdicts[method] == verdict for method, verdict in P2_STATED.items()
-            if method in verdicts}
-
-
-# ----------------------------------------------------------------------------- randomisation
-
-
-def cascade_study(model: Model, methods: Sequence[str], *, samples: Sequence[int] = (0, 1, 2), n_images: int = 32,
-                  texts: Sequence[str] | None = None, rise_masks: int = 50) -> pd.DataFrame:
-    """The randomisation cascade on ``n_images`` held-out scenes of each sample, the weights
-    redrawn with that sample's seed; per explainer and step, the mean Spearman correlation
-    of each image's maps with the trained model's, with its interval (images of every
-    sample resampled), and the model's own zero-shot agreement."""
-    texts = list(texts) if texts is not None else shapes.prompts()[::5]
-    options = {spec: method_options(spec, rise_masks=rise_masks, seed=0) for spec in methods}
-    per_image: dict[tuple[str, int, str], list[float]] = {}
-    agreement: dict[tuple[int, str], list[float]] = {}
-    for sample in samples:
-        images = [s.image for s in shapes.held_out_scenes(n_images, (1, 2), sample, size=shapes.world_size(model))]
-        steps = cascade(model, list(methods), images, texts, seed=sample, options=options)
-        for spec, series in steps.items():
-            for record in series:
-                per_image.setdefault((spec, record.step, record.name), []).extend(record.per_image)
-                agreement.setdefault((record.step, record.name), []).append(record.agreement)
-    rows = []
-    for (spec, step, name), values in per_image.items():
-        interval = bootstrap(values, seed=step)
-        rows.append({"method": spec, "step": step, "randomised": name, "spearman": interval.estimate,
-                     "low": interval.low, "high": interval.high, "n": interval.n,
-                     "agreement": float(np.mean(agreement[(step, name)]))})
-    table = pd.DataFrame(rows)
-    table.attrs["title"] = (f"Randomisation cascade: Spearman correlation with the trained maps "
-                            f"({n_images} images x {len(samples)} samples, {len(texts)} texts)")
-    return table
-
-
-#: What chapter 5 states from :func:`cascade_study` (checked on disjoint samples by
-#: ``tests/test_resampling.py``): after the projection and the final norm are randomised the
-#: model's zero-shot agreement with itself collapses, so maps that explain it must change.
-CASCADE_DECORRELATED = ("grad_eclip", "grad_eclip:reference", "legrad", "gradcam")
-
-
-def cascade_conclusions(table: pd.DataFrame) -> dict[str, bool]:
-    """The claims chapter 5 makes from the cascade, as booleans (intervals, not points):
-    the control's maps never change; rollout's maps still correlate with the trained model's
-    once every weight is random; the listed gradient explainers decorrelate (interval below
-    0.5) at the first step."""
-    def at(method: str, step: int) -> pd.Series:
-        return table[(table["method"] == method) & (table["step"] == step)].iloc[0]
-
-    last = int(table["step"].max())
-    out: dict[str, bool] = {}
-    methods = set(table["method"])
-    if "edges" in methods:
-        out["edges: unchanged at every step"] = bool((table.loc[table["method"] == "edges", "low"] > 0.99).all())
-    if "rollout" in methods:
-        out["rollout: still correlated with every weight random"] = at("rollout", last)["low"] > 0
-    for method in CASCADE_DECORRELATED:
-        if method in methods:
-            out[f"{method}: decorrelated once the head is random"] = at(method, 1)["high"] < 0.5
-    return out
-
-
-def localisation_by_model(models: dict[str, Any], scenes: Sequence[shapes.Scene], methods: Sequence[str], *,
-                          seed: int = 0, rise_masks: int = 100) -> pd.DataFrame:
-    """The data randomisation test (Adebayo et al., 2018) as a table: every explainer's
-    localisation of each scene's true prompt on each model (e.g. the trained one and its
-    shuffled-caption twin). One row per method; per model ``name``, the columns
-    ``"pointing_{name}"`` and ``"energy_{name}"`` (pointing game, energy in mask: the mean over
-    the scenes) with ``_low`` and ``_high``, their 95% bootstrap interval (scenes resampled)."""
-    if not models:
-        raise EclipError("localisation_by_model needs at least one model")
-    rows: dict[str, dict[str, float]] = {}
-    for name, model in models.items():
-        result = evaluate(model, list(scenes), list(methods), curves=(), timing=False, seed=seed,
-                          rise_masks=rise_masks)
-        for method, group in result.per_image.groupby("method", sort=False):
-            for metric, short in (("pointing_game", "pointing"), ("energy_in_mask", "energy")):
-                interval = bootstrap(group[metric].to_numpy(), seed=seed)
-                rows.setdefault(method, {}).update(interval.columns(f"{short}_{name}"))
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table.index.name = "method"
-    table.attrs["n"] = len(scenes)
-    return table
-
-
-def above_chance(table: pd.DataFrame, chance: float, model: str) -> list[str]:
-    """The methods of a :func:`localisation_by_model` table whose pointing game or energy in
-    mask on ``model`` is above ``chance`` with confidence (its interval's lower end above it)."""
-    columns = [f"pointing_{model}_low", f"energy_{model}_low"]
-    missing = [c for c in columns if c not in table]
-    if missing:
-        raise EclipError(f"no model {model!r} in this table (columns {missing} missing)")
-    return [m for m in table.index if (table.loc[m, columns] > chance).any()]
-
-
-
-# ----------------------------------------------------------------------------- the training series
-
-
-#: The quality measures of a series study; all higher-is-better.
-QUALITY = ("pointing_game", "energy_in_mask", "cf_correlation")
-
-
-@dataclass
-class SeriesStudy:
-    """Explanation quality on every checkpoint of a training series.
-
-    ``single``: one row per checkpoint, method and single-object scene (``scene``,
-    ``right``: the checkpoint's zero-shot top-1 is the true prompt, ``pointing_game``,
-    ``energy_in_mask``). ``counterfactual``: one row per checkpoint, method and
-    (three-object scene, object) item (``scene``, ``cf_correlation``). ``checkpoints``
-    in training order, with their ``steps``.
-    """
-
-    single: pd.DataFrame
-    counterfactual: pd.DataFrame
-    checkpoints: list[str]
-    steps: list[int]
+    tests: dict[str, P2Test]
     methods: list[str]
-    seed: int = 0
-    notes: list[str] = field(default_factory=list)
+    sample: int
+    n_scenes: int
+    #: every model's rows (:func:`~eclip_core.paper.counterfactual.measure`): "trained", "errors" (the
+    #: trained model on the error pool's prompts), the checkpoints, the randomised models, "shuffled"
+    rows: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: each model of the series' zero-shot top-1 on held-out single-object scenes ("trained" included)
+    accuracy: dict[str, float] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        for what, names in (("checkpoint", self.checkpoints), ("method", self.methods)):
-            if len(set(names)) != len(names):
-                raise InputError(f"each {what} once, please: {list(names)} names one twice")
-        expected = {(c, m) for c in self.checkpoints for m in self.methods}
-        for what, frame, key in (("single-object", self.single, ["scene"]),
-                                 ("multi-object", self.counterfactual, ["scene", "target_object"])):
-            if frame.duplicated(["checkpoint", "method", *key]).any():
-                raise InputError(f"the {what} rows hold an item twice for one checkpoint and method")
-            scenes = frame.groupby(["checkpoint", "method"])["scene"].apply(lambda s: tuple(sorted(s)))
-            if set(scenes.index) != expected or scenes.nunique() != 1:
-                raise InputError(f"the {what} rows must cover the same scenes for every checkpoint and method")
+    def verdicts(self) -> pd.DataFrame:
+        """The verdict table: per explainer, its verdict on every test and on P2 (over the
+        calibrated tests: "holds", "fails" or "not shown")."""
+        table = pd.DataFrame({name: test.table["verdict"] for name, test in self.tests.items()})
+        calibrated = [name for name, test in self.tests.items() if test.calibrated]
 
-    def _right(self) -> np.ndarray:
-        """(C, n) whether each checkpoint's top-1 is right on each single-object scene."""
-        rows = self.single[self.single["method"] == self.methods[0]]
-        return np.stack([rows[rows["checkpoint"] == c].sort_values("scene")["right"].to_numpy(np.float64)
-                         for c in self.checkpoints])
+        def overall(row: pd.Series) -> str:
+            verdicts = [row[name] for name in calibrated]
+            if "fails" in verdicts:
+                return "fails"
+            return "holds" if verdicts and all(v == "passes" for v in verdicts) else "not shown"
 
-    def _values(self, column: str) -> np.ndarray:
-        """(C, M, n) per-scene mean ``column``, scenes in sorted order."""
-        frame = self.single if column != "cf_correlation" else self.counterfactual
-        per_scene = frame.groupby(["checkpoint", "method", "scene"])[column].mean()  # sorted index
-        return np.stack([np.stack([per_scene.loc[(c, m)].to_numpy(dtype=np.float64) for m in self.methods])
-                         for c in self.checkpoints])
-
-    def curves(self) -> pd.DataFrame:
-        """One row per checkpoint and method: its step, the checkpoint's accuracy and the
-        method's mean quality (:data:`QUALITY`)."""
-        rows = []
-        accuracy = self.accuracy()
-        for column in QUALITY:
-            values = self._values(column)
-            for c, checkpoint in enumerate(self.checkpoints):
-                for m, method in enumerate(self.methods):
-                    rows.append({"checkpoint": checkpoint, "step": self.steps[c], "method": method,
-                                 "accuracy": accuracy[c], "measure": column, "value": values[c, m].mean()})
-        frame = pd.DataFrame(rows)
-        return frame.pivot_table(index=["checkpoint", "step", "method", "accuracy"], columns="measure",
-                                 values="value", sort=False).reset_index()[
-            ["checkpoint", "step", "method", "accuracy", *QUALITY]]
-
-    def accuracy(self) -> np.ndarray:
-        """(C,) each checkpoint's zero-shot top-1 on the single-object scenes."""
-        right = self._right()
-        return right.mean(axis=1)
-
-    def slopes(self, column: str, n_boot: int = N_BOOT, level: float = 0.95) -> pd.DataFrame:
-        """Per method: the least-squares slope of mean ``column`` against accuracy across the
-        checkpoints, its bootstrap interval (scenes resampled: the single-object scenes, and
-        for ``cf_correlation`` the three-object scenes independently), the correlation of
-        quality with accuracy, and the verdict."""
-        if column not in QUALITY:
-            raise InputError(f"column must be one of {QUALITY}, not {column!r}")
-        right, values = self._right(), self._values(column)
-        acc = right.mean(axis=1)
-        if np.ptp(acc) == 0:
-            raise InputError("the checkpoints' accuracies are all equal: no slope against accuracy")
-        rng = np.random.default_rng(self.seed)
-        index_right = rng.integers(0, right.shape[1], size=(n_boot, right.shape[1]))
-        index_values = index_right if column != "cf_correlation" else \
-            rng.integers(0, values.shape[2], size=(n_boot, values.shape[2]))
-        accuracy = right[:, index_right].mean(axis=2)  # (C, B)
-        quality = values[:, :, index_values].mean(axis=3)  # (C, M, B)
-        estimate = _slope(acc[:, None], values.mean(axis=2))  # (M,)
-        replicates = _slope(accuracy[:, None, :], quality)  # (M, B)
-        low, high = percentile_interval(replicates, level)
-        rows = {}
-        for m, method in enumerate(self.methods):
-            q = values[:, m].mean(axis=1)
-            verdict = "aligned" if low[m] > 0 else "reversed" if high[m] < 0 else "no evidence"
-            rows[method] = {"slope": estimate[m], "slope_low": low[m], "slope_high": high[m],
-                            "correlation": float(np.corrcoef(acc, q)[0, 1]) if q.std() > 0 else 0.0,  # acc varies
-                            "first": q[0], "last": q[-1], "verdict": verdict}
-        table = pd.DataFrame.from_dict(rows, orient="index")
+        table["P2"] = table.apply(overall, axis=1)
         table.index.name = "method"
-        table.attrs["n"] = right.shape[1] if column != "cf_correlation" else values.shape[2]
+        table.attrs["calibrated"] = calibrated
+        return table
+
+    def published_minus_faithful(self, faithful: str = "grad_eclip", published: str = "grad_eclip:reference",
+                                 margin: float = EQUIVALENCE_MARGIN) -> pd.DataFrame:
+        """Per test, the published Grad-ECLIP's statistic minus the faithful one's, paired, with its
+        95% interval, and whether they are equivalent within ``margin`` (two one-sided tests at
+        5%: the 90% interval inside ``±margin``); the margin is fixed before measuring."""
+        rows = {}
+        for name, test in self.tests.items():
+            if faithful in test.replicates and published in test.replicates:
+                wide, narrow = test.difference(published, faithful), test.difference(published, faithful, 0.9)
+                rows[name] = {**wide.columns("difference"),
+                              "equivalent": bool(-margin < narrow.low and narrow.high < margin)}
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        table.index.name = "test"
+        table.attrs["notes"] = [f"equivalent: the 90% interval within +-{margin} (TOST at 5%)"]
         return table
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least-squares slope of ``y`` on ``x`` along axis 0 (checkpoints); broadcasts. ``y`` is
-    taken from its first value, not its mean (the same slope, since the centred ``x`` sums
-    to 0), so that a constant ``y`` has a slope of exactly 0."""
-    dx = x - x.mean(axis=0, keepdims=True)
-    dy = y - y[:1]
-    return (dx * dy).sum(axis=0) / np.maximum((dx * dx).sum(axis=0), 1e-12)
+def p2_study(model: Model | None = None, methods: Sequence[str] | None = None, *, sample: int = 0,
+             n_scenes: int = 40, n_trained: int = 80, error_pool: int = 400,
+             series: Mapping[str, Model] | None = None, shuffled: Model | None = None, seed: int = 0,
+             options: Mapping[str, dict[str, Any]] | None = None, progress: bool = False) -> P2Study:
+    """Every test of P2 on held-out three-object scenes with distractors
+    (:func:`~eclip_core.world.shapes.distractor_scenes`) of ``sample``, four prompts a scene
+    (every object's, and the caption naming the target and its colour twin): ``n_trained``
+    scenes for the trained test, the first ``n_scenes`` of them for the series, randomised and
+    shuffled tests, and the model's wrong answers among ``error_pool`` scenes for the errors test
+    (:func:`model_errors`). ``model``: the trained model (default the embedded one);
+    ``series``: name -> checkpoint, and ``shuffled``: its shuffled-caption twin -- for the embedded
+    model, by default its training series at :data:`SERIES_STEPS` and eclip-shapes-shuffled; for
+    another model, the series and shuffled tests run only when they are given. ``methods``:
+    default every registered one; the controls are always added. ``options``: per method, over
+    :data:`P2_OPTIONS`."""
+    from ..explainers import all_requests
+
+    trained = load_model() if model is None else as_model(model)
+    chosen = [str(r) for r in all_requests()] if methods is None else list(methods)
+    chosen += [m for m in (*POSITIVE_CONTROLS, *NEGATIVE_CONTROLS) if m not in chosen and m != TRUTH]
+    explained = [m for m in chosen if m != TRUTH]
+    table_methods = explained + [TRUTH]
+    settings = {**P2_OPTIONS, **(options or {})}
+    size = shapes.world_size(trained)
+    if not 1 <= n_scenes <= n_trained:
+        raise InputError(f"n_scenes must be in 1..n_trained ({n_trained}), got {n_scenes}")
+
+    def rows(net: Model, known: Truth) -> pd.DataFrame:
+        return measure(net, known, explained, curves=(), road=False, seed=seed, truth_row=True,
+                       options={m: v for m, v in settings.items() if m in explained}, progress=progress)
+
+    scenes = shapes.distractor_scenes(n_trained, sample, size=size)
+    first = scenes[:n_scenes]
+    main = rows(trained, truth(trained, scenes, pairs=True))
+    shared = main[main["scene"] < n_scenes]
+    errors = rows(trained, model_errors(trained, shapes.distractor_scenes(error_pool, sample, size=size)))
+    embedded = model is None or trained.name == DEFAULT_MODEL
+    if series is None and embedded:
+        series = {name: load_model(name) for name, step in SERIES_MODELS.items() if step in SERIES_STEPS}
+    if shuffled is None and embedded:
+        shuffled = load_model(SHUFFLED_MODEL)
+    checkpoints = dict(series or {})
+    models = {"trained": shared}
+    models.update({name: rows(net, truth(net, first, pairs=True)) for name, net in checkpoints.items()})
+    randomised = {name: rows(net, truth(net, first, pairs=True))
+                  for name, net in randomised_models(trained, seed=sample).items()}
+    accuracy = {name: _accuracy(net, sample, size) for name, net in {"trained": trained, **checkpoints}.items()}
+    measured = {"trained": main, **models, "errors": errors, **randomised}
+    tests = {
+        "trained": agreement_test("trained", "does the map agree with the trained model?", {"trained": main},
+                                  table_methods, seed=seed),
+        "errors": errors_test(errors, table_methods, seed=seed),
+    }
+    if checkpoints:
+        tests["series"] = agreement_test("series", "does the map agree with the model at every stage of its "
+                                         "training?", models, table_methods, seed=seed)
+    tests["randomised"] = agreement_test("randomised", "does the map agree with the model once its weights are "
+                                         "redrawn?", randomised, table_methods, seed=seed)
+    if shuffled is not None:
+        measured["shuffled"] = rows(shuffled, truth(shuffled, first, pairs=True))
+        tests["shuffled"] = shuffled_test(shared, measured["shuffled"], table_methods, seed=seed)
+    return P2Study(tests, table_methods, sample, n_scenes, measured, accuracy)
 
 
-def series_study(checkpoints: Sequence[tuple[str, int, Any]], methods: Sequence[str],
-                 single: Sequence[shapes.Scene], multi: Sequence[shapes.Scene], *,
-                 rise_masks: int = 100, seed: int = 0, progress: bool = False) -> SeriesStudy:
-    """Measure every method on every checkpoint ``(name, step, model)`` (in training order),
-    on the same single-object scenes ``single`` (accuracy, pointing game, energy) and
-    multi-object scenes ``multi`` (counterfactual correlation). See :class:`SeriesStudy`."""
-    checkpoints = list(checkpoints)
-    if len(checkpoints) < 2:
-        raise InputError("a training series needs at least two checkpoints")
-    for what, names in (("checkpoint", [c[0] for c in checkpoints]), ("method", list(methods))):
-        if len(set(names)) != len(names):
-            raise InputError(f"each {what} once, please: {names} names one twice")
-    if any(len(s.objects) != 1 for s in single):
-        raise InputError("the accuracy and localisation scenes must hold one object each")
-    if not single or not multi:
-        raise InputError("a series study needs single-object and multi-object scenes")
-    singles, counterfactuals = [], []
-    for name, step, model in checkpoints:
-        result = evaluate(model, list(single), list(methods), curves=(), timing=False,
-                          rise_masks=rise_masks, seed=seed, progress=progress)
-        frame = result.per_image[["method", "item", "right", "pointing_game", "energy_in_mask"]]
-        singles.append(frame.rename(columns={"item": "scene"}).assign(checkpoint=name, step=step))
-        truth = ground_truth_study(model, multi, methods, curves=(), road=False, rise_masks=rise_masks,
-                                   seed=seed, progress=progress)
-        counterfactuals.append(truth.per_item[["method", "scene", "target_object", "cf_correlation"]]
-                               .assign(checkpoint=name, step=step))
-    return SeriesStudy(pd.concat(singles, ignore_index=True), pd.concat(counterfactuals, ignore_index=True),
-                       [c[0] for c in checkpoints], [int(c[1]) for c in checkpoints],
-                       list(result.per_image["method"].drop_duplicates()), seed,
-                       notes=[f"{len(single)} single-object scenes, {len(multi)} multi-object scenes, "
-                              f"{len(checkpoints)} checkpoints",
-                              "slopes: quality per unit of accuracy; 95% bootstrap over scenes"])
+def model_errors(model: Model, scenes: Sequence[shapes.Scene], minimum: int = 5) -> Truth:
+    """The model's own errors on ``scenes``: the scenes whose zero-shot top-1 over the world's
+    prompts names no object of the scene, each with two targets -- that wrong answer, described by
+    the objects that share its colour or its shape
+    (:func:`~eclip_core.paper.counterfactual.described`), then the right answer it ranked highest
+    (an object's own prompt)."""
+    from ..evaluation import zero_shot_scores
+    from .counterfactual import described
+
+    prompts = shapes.prompts()
+    scores = zero_shot_scores(model, [s.image for s in scenes], prompts)
+    chosen, pairs = [], []
+    for scene, row in zip(scenes, scores):
+        present = {f"a {o.phrase}": i for i, o in enumerate(scene.objects)}
+        top = prompts[int(row.argmax())]
+        if top in present or not described(scene, top):
+            continue
+        right = max(present, key=lambda p: float(row[prompts.index(p)]))
+        chosen.append(scene)
+        pairs.append([(top, described(scene, top)), (right, (present[right],))])
+    if len(chosen) < minimum:
+        raise InputError(f"the model gets {len(chosen)} of {len(scenes)} scenes wrong (needs {minimum}): "
+                         f"enlarge the error pool")
+    return truth(model, chosen, prompts=pairs)
+
+
+def _accuracy(model: Model, sample: int, size: int, n: int = 200) -> float:
+    """Zero-shot top-1 over the world's prompts on ``n`` held-out single-object scenes."""
+    from ..evaluation import zero_shot_predictions
+
+    scenes = shapes.held_out_scenes(n, 1, sample, size=size)
+    prompts = shapes.prompts()
+    predicted = zero_shot_predictions(model, [s.image for s in scenes], prompts).tolist()
+    return float(np.mean([prompts[p] == f"a {s.objects[0].phrase}" for p, s in zip(predicted, scenes)]))
+
+
+# ----------------------------------------------------------------------------- the proxies
+
+
+def localisation_proxy(study: P2Study) -> pd.DataFrame:
+    """The old test of P2, calibrated like the others: the pointing game of the right answer's
+    map on its object, on scenes the model gets right (the target's prompt of the trained
+    sample) and on scenes it gets wrong (the right answer it ranked highest there), and the gap
+    right - wrong with its interval (two sets of scenes, each resampled). It read a gap above 0
+    as alignment with performance; where the model's evidence for the right answer still lies on
+    its object when it answers wrong, a faithful map points there too, and the gap says nothing."""
+    right = study.rows["trained"]
+    right = right[right["named"] == "0"]
+    wrong = study.rows["errors"]
+    wrong = wrong[wrong["target_index"] % 2 == 1]  # each wrong scene's right answer
+    rows = {}
+    for method in study.methods:
+        if method == TRUTH:
+            continue
+        a = right[right["method"] == method].groupby("scene")["pointing_game"].mean().to_numpy(np.float64)
+        b = wrong[wrong["method"] == method].groupby("scene")["pointing_game"].mean().to_numpy(np.float64)
+        _, reps_a = bootstrap_replicates(a, np.mean, seed=study.sample)  # two independent sets of scenes
+        _, reps_b = bootstrap_replicates(b, np.mean, seed=study.sample + 1)
+        low, high = percentile_interval(reps_a - reps_b, 0.95)
+        rows[method] = {"right": float(a.mean()), "wrong": float(b.mean()), "gap": float(a.mean() - b.mean()),
+                        "gap_low": float(low), "gap_high": float(high)}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "method"
+    return table
+
+
+def monotone_localisation(study: P2Study) -> pd.DataFrame:
+    """The old test of P2 across training, as a proxy: the monotone trend (Spearman, scenes
+    resampled) of each method's pointing game on the named objects with the checkpoints' accuracy
+    (:func:`~eclip_core.stats.monotone_trend`)."""
+    names = [n for n in study.accuracy if n in study.rows]
+    order = sorted(names, key=lambda n: study.accuracy[n])
+    scenes = sorted(set().union(*(set(study.rows[n]["scene"]) for n in order)))
+    methods = [m for m in study.methods if m != TRUTH]
+    cube = np.stack([_per_scene(study.rows[n], "pointing_game", methods, scenes) for n in order], axis=1)
+    rows = {}
+    for e, method in enumerate(methods):
+        interval, _ = monotone_trend([study.accuracy[n] for n in order], cube[:, :, e], seed=study.sample)
+        rows[method] = interval.columns("trend")
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "method"
+    return table
+
+
+# ----------------------------------------------------------------------------- what the book states
+
+#: The verdicts chapter 5 states for eclip-shapes: fixed on sample 0, kept where samples 1 and 2
+#: gave the same verdict (a verdict that differed is withdrawn: no claim, "not shown"), and checked
+#: on samples 1 and 2 by ``tests/test_resampling_p2.py``. Tests and explainers not listed: no claim.
+P2_STATED: dict[str, dict[str, str]] = {
+    "grad_eclip": {"trained": "passes", "shuffled": "passes"},
+    "grad_eclip:reference": {"trained": "passes", "shuffled": "passes"},
+    "attention_eclip": {"trained": "passes", "shuffled": "passes"},
+    "attention_eclip:reference": {"trained": "passes", "shuffled": "passes"},
+    "attention": {"trained": "fails", "errors": "fails", "series": "fails", "randomised": "fails",
+                  "shuffled": "fails", "P2": "fails"},
+    "rollout": {"trained": "fails", "errors": "fails", "series": "fails", "randomised": "fails",
+                "shuffled": "fails", "P2": "fails"},
+    "gae": {"trained": "passes", "errors": "passes", "series": "passes", "shuffled": "passes"},
+    "gradcam": {"trained": "fails", "series": "fails", "randomised": "fails", "P2": "fails"},
+    "maskclip": {"trained": "passes"},
+    "rise": {"trained": "fails", "errors": "passes", "series": "fails", "randomised": "fails", "shuffled": "fails",
+             "P2": "fails"},
+    "legrad": {"trained": "passes"},
+    "direct_contributions": {"trained": "passes", "errors": "passes", "series": "passes", "randomised": "passes",
+                             "shuffled": "passes", "P2": "holds"},
+    "clip_surgery": {"trained": "passes", "randomised": "fails", "P2": "fails"},
+    "integrated_gradients": {"trained": "passes", "errors": "passes", "series": "passes", "randomised": "passes",
+                             "shuffled": "passes", "P2": "holds"},
+    "occlusion": {"trained": "passes", "errors": "passes", "series": "passes", "randomised": "passes",
+                  "shuffled": "passes", "P2": "holds"},
+    "edges": {"trained": "fails", "errors": "fails", "series": "fails", "randomised": "fails", "shuffled": "fails",
+              "P2": "fails"},
+    "centre": {"trained": "fails", "errors": "fails", "series": "fails", "randomised": "fails", "shuffled": "fails",
+               "P2": "fails"},
+    "random": {"trained": "fails", "errors": "fails", "series": "fails", "randomised": "fails", "shuffled": "fails",
+               "P2": "fails"},
+    TRUTH: {"trained": "passes", "errors": "passes", "series": "passes", "randomised": "passes", "shuffled": "passes",
+            "P2": "holds"},
+}
+
+
+#: The tests on which chapter 5 states that the published Grad-ECLIP is equivalent to the faithful
+#: one within :data:`EQUIVALENCE_MARGIN` (the same on samples 0, 1 and 2).
+P2_EQUIVALENT = ("series", "randomised", "shuffled")
+
+
+def stated_table(stated: Mapping[str, Mapping[str, str]] | None = None) -> pd.DataFrame:
+    """:data:`P2_STATED` as a table, "not shown" where nothing is claimed."""
+    stated = P2_STATED if stated is None else stated
+    columns = [*TESTS, "P2"]
+    table = pd.DataFrame({m: {c: verdicts.get(c, "not shown") for c in columns} for m, verdicts in stated.items()}).T
+    table.index.name = "method"
+    return table[columns]
+
+
+def stated_verdicts_hold(study: P2Study, stated: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, bool]:
+    """Each stated verdict against the study's: ``"method: test verdict"`` -> whether the study
+    gives it. Every test must be calibrated in the study for its verdicts to be read."""
+    stated = P2_STATED if stated is None else stated
+    measured = study.verdicts()
+    calibrated = set(measured.attrs["calibrated"])
+    out = {}
+    for method, verdicts in stated.items():
+        for test, verdict in verdicts.items():
+            readable = test == "P2" or test in calibrated
+            got = measured.loc[method, test] if method in measured.index and test in measured else "missing"
+            out[f"{method}: {test} {verdict}"] = bool(readable and got == verdict)
+    return out

@@ -98,7 +98,7 @@ def load_photos(folder: str | Path | None = None) -> list[Photo]:
         raise InputError(f"photos: {str(folder)!r} has no {PROMPTS_FILE}; write one line per image, "
                          f"'dog.jpg: a dog | a ball'")
     photos = []
-    for name, prompts in parse_prompts(listing.read_text(encoding="utf-8"), str(listing)).items():
+    for name, prompts in parse_prompts(listing.read_text(encoding="utf-8-sig"), str(listing)).items():
         path = folder / name
         if not path.is_file():
             raise InputError(f"{listing}: {name!r} is not a file in {str(folder)!r}")

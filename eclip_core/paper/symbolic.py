@@ -126,3 +126,104 @@ def general_equivalence(loosened: bool = True, control: bool = False) -> General
     token = i + 1 if control else i
     grad = weight * sp.Sum(w[h, c] * v[token, h, c], (c, 0, C - 1), (h, 0, H - 1))
     return GeneralDerivation(output, d_output, d_score, attention, grad, sp.simplify(grad - attention))
+
+
+@dataclass
+class ShapleyDerivation:
+    """The Shapley values of n objects for a score v(S) of the present coalition S, symbolically.
+
+    ``values``: a symbol per coalition (``v_{}``, ``v_{0}``, ``v_{01}``, ...); ``phi``: each
+    object's Shapley value; ``efficiency``: sum(phi) - (v(all) - v(none)), zero for any v;
+    ``single_removal``: each object's single-removal effect v(all) - v(all but it);
+    ``redundant``: phi and the single-removal effects when the first two objects stand in for each
+    other (either one carries the score 1, neither 0; the third carries nothing).
+    """
+
+    values: dict[frozenset[int], sp.Symbol]
+    phi: list[sp.Expr]
+    efficiency: sp.Expr
+    single_removal: list[sp.Expr]
+    redundant: tuple[list[sp.Expr], list[sp.Expr]]
+
+
+def shapley_derivation(n: int = 3) -> ShapleyDerivation:
+    """Shapley values of ``n`` objects with an undefined score of each coalition (see
+    :class:`ShapleyDerivation`): the identities hold for any model."""
+    import itertools
+    import math
+
+    coalitions = [frozenset(c) for r in range(n + 1) for c in itertools.combinations(range(n), r)]
+    values = {c: sp.Symbol("v_{" + "".join(map(str, sorted(c))) + "}") for c in coalitions}
+    everything = frozenset(range(n))
+    phi = []
+    for o in range(n):
+        total = sp.Integer(0)
+        for c in coalitions:
+            if o in c:
+                continue
+            weight = sp.Rational(math.factorial(len(c)) * math.factorial(n - len(c) - 1), math.factorial(n))
+            total += weight * (values[c | {o}] - values[c])
+        phi.append(sp.expand(total))
+    efficiency = sp.simplify(sum(phi) - (values[everything] - values[frozenset()]))
+    single = [values[everything] - values[everything - {o}] for o in range(n)]
+    either = {values[c]: int(bool(c & {0, 1})) for c in coalitions}
+    redundant = ([sp.nsimplify(p.subs(either)) for p in phi], [s.subs(either) for s in single])
+    return ShapleyDerivation(values, phi, efficiency, single, redundant)
+
+
+@dataclass
+class BasisDerivation:
+    """Grad-ECLIP's pre-ReLU value at one token as a bilinear form in the target and the token's
+    values (E embedding dimensions, D channels; the explanation basis).
+
+    ``t``, ``e``, ``v``: symbols of the target (unit), the image embedding and the token's
+    values; ``J``: (E, D) symbols of de/do_0; ``cotangent``: the cosine's gradient with respect
+    to ``e``, ``(t - (f.t) f) / |e|`` with ``f = e/|e|``; ``weights``: ``J^T`` times it (the
+    channel weights w); ``value``: ``lambda * sum_c w_c v_c`` (Grad-ECLIP before its ReLU);
+    ``row``: ``lambda (I - f f^T) J v / |e|``, the token's row of the basis; ``residual``:
+    value - t.row (0: the map is one row times the target); ``linearity``: the value at
+    ``a t1 + b t2`` minus ``a`` times the value at ``t1`` minus ``b`` times the value at ``t2`` (0);
+    ``control``: the same residual with the cosine's gradient taken as ``t / |e|`` alone,
+    which must not vanish.
+    """
+
+    t: sp.Matrix
+    e: sp.Matrix
+    v: sp.Matrix
+    J: sp.Matrix
+    cotangent: sp.Matrix
+    weights: sp.Matrix
+    value: sp.Expr
+    row: sp.Matrix
+    residual: sp.Expr
+    linearity: sp.Expr
+    control: sp.Expr
+
+
+def basis_derivation(embed: int = 3, channels: int = 2) -> BasisDerivation:
+    """The explanation basis, symbolically, for an ``embed``-dimensional embedding and
+    ``channels`` channels (see :class:`BasisDerivation`): the Jacobian J is left as symbols, so
+    the identity holds for any network after the last block's attention."""
+    t = sp.Matrix(embed, 1, lambda i, _: sp.Symbol(f"t_{i}", real=True))
+    e = sp.Matrix(embed, 1, lambda i, _: sp.Symbol(f"e_{i}", real=True))
+    v = sp.Matrix(channels, 1, lambda c, _: sp.Symbol(f"v_{c}", real=True))
+    J = sp.Matrix(embed, channels, lambda i, c: sp.Symbol(f"J_{{{i}{c}}}", real=True))
+    lam = sp.Symbol("lambda", positive=True)
+    norm = sp.sqrt(sum(x ** 2 for x in e))
+    f = e / norm
+
+    def value_at(target: sp.Matrix, projected: bool = True) -> sp.Expr:
+        cot = (target - (f.T * target)[0] * f) / norm if projected else target / norm
+        return lam * (J.T * cot).dot(v)
+
+    cotangent = (t - (f.T * t)[0] * f) / norm
+    weights = J.T * cotangent
+    value = lam * weights.dot(v)
+    row = lam * (sp.eye(embed) - f * f.T) * J * v / norm
+    residual = sp.simplify(value - row.dot(t))
+    a, b = sp.symbols("a b", real=True)
+    t1 = sp.Matrix(embed, 1, lambda i, _: sp.Symbol(f"s_{i}", real=True))
+    t2 = sp.Matrix(embed, 1, lambda i, _: sp.Symbol(f"u_{i}", real=True))
+    linearity = sp.simplify(value_at(a * t1 + b * t2) - a * value_at(t1) - b * value_at(t2))
+    control = sp.simplify(value_at(t, projected=False) - row.dot(t))
+    return BasisDerivation(t, e, v, J, cotangent, weights, value, row, residual, linearity, control)
