@@ -308,9 +308,10 @@ def gae(model, images, targets, *, last_block_only: bool = False, logit_scale: f
     return to_grid(maps, grid)
 
 
-def gradcam(model, images, targets):
+def gradcam(model, images, targets, cls_token="kept"):
     """(B, K, gh, gw): ReLU(sum_c w_c x_ic) on the last block's input tokens x, with
-    w = dS/dx averaged over all tokens; the gradient from the model's own forward."""
+    w = dS/dx averaged over all tokens (``cls_token="kept"``) or over the patch tokens
+    (``"dropped"``); the gradient from the model's own forward."""
     visual = model.visual
     block = visual.transformer.resblocks[-1]
     t = targets.to(images.dtype)
@@ -321,7 +322,7 @@ def gradcam(model, images, targets):
         for j in range(len(targets)):
             score = F.cosine_similarity(embedding, t[j:j + 1], dim=-1).sum()
             g = torch.autograd.grad(score, x, retain_graph=True)[0]  # (B, T, D)
-            w = g.mean(dim=1)  # over tokens
+            w = g.mean(dim=1) if cls_token == "kept" else g[:, 1:].mean(dim=1)  # over tokens
             maps.append(torch.relu(torch.einsum("bnd,bd->bn", x[:, 1:], w)).detach())
     return to_grid(torch.stack(maps, dim=1), grid_of(model, images))
 

@@ -200,7 +200,9 @@ def test_unknown_option_names_the_valid_ones(vit_b16, images_224):
     with pytest.raises(ec.InputError, match="no option 'qkk'.*loosened, qk"):
         ec.explain(vit_b16, images_224[:1], torch.ones(1, 512), method="grad_eclip", qkk="raw")
     with pytest.raises(ec.InputError, match="no option 'n_masks'; its options: none"):
-        ec.explain(vit_b16, images_224[:1], torch.ones(1, 512), method="gradcam", n_masks=3)
+        ec.explain(vit_b16, images_224[:1], torch.ones(1, 512), method="maskclip", n_masks=3)
+    with pytest.raises(ec.InputError, match="cls_token must be one of 'kept', 'dropped'"):
+        ec.explain(vit_b16, images_224[:1], torch.ones(1, 512), method="gradcam", cls_token="yes")
     with pytest.raises(ec.InputError, match="qk must be one of 'out_proj', 'raw'"):
         ec.explain(vit_b16, images_224[:1], torch.ones(1, 512), method="grad_eclip", qk="both")
     with pytest.raises(ec.InputError, match="has no mode 'reference'; its modes: faithful"):

@@ -308,12 +308,14 @@ def test_gae(tiny, images, last_block_only, logit_scale):
     torch.testing.assert_close(got.scores, model_scores(tiny, images, t), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("cls_token", ["kept", "dropped"])
 @pytest.mark.parametrize("k", [3, 40], ids=["K3", "K40-jacobian"])
-def test_gradcam(tiny, images, k):
-    """Gradient from the model's own forward, w.r.t. a leaf swapped in for the last block's input."""
+def test_gradcam(tiny, images, k, cls_token):
+    """Gradient from the model's own forward, w.r.t. a leaf swapped in for the last block's input;
+    the weights averaged over every token or over the patch tokens only."""
     t = targets(k)
-    got = ec.explain(tiny, images, t, method="gradcam")
-    expected = ref.gradcam(tiny, images, t)
+    got = ec.explain(tiny, images, t, method="gradcam", cls_token=cls_token)
+    expected = ref.gradcam(tiny, images, t, cls_token=cls_token)
     assert_maps_equal(got.maps, expected)
     assert (got.maps > 0).float().mean() > 0.1
     torch.testing.assert_close(got.scores, model_scores(tiny, images, t), rtol=0, atol=1e-12)

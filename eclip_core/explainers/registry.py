@@ -38,7 +38,7 @@ from .controls import centre_prior, control_notes, edge_strength, edges_notes, r
 from .direct import direct_contributions
 from .eclip import QK_CHOICES, attention_eclip, grad_eclip, text_eclip
 from .gae import gae
-from .gradcam import gradcam
+from .gradcam import CLS_TOKEN_CHOICES, gradcam
 from .legrad import POOLINGS, legrad, legrad_notes
 from .maskclip import maskclip
 from .perturbation import BASELINES, integrated_gradients, occlusion
@@ -321,7 +321,8 @@ register(Method("rollout", attention_rollout, "attention rollout (Abnar & Zuidem
                 bounds={"start_block": Bound(0, last_block, integer=True, what="the model's vision blocks")}))
 register(Method("gae", gae, "Generic Attention Explainability (Chefer et al. 2021), rollout over blocks",
                 bounds={"logit_scale": Bound(0, low_open=True)}))
-register(Method("gradcam", gradcam, "Grad-CAM on the tokens entering the last block"))
+register(Method("gradcam", gradcam, "Grad-CAM on the tokens entering the last block",
+                choices={"cls_token": CLS_TOKEN_CHOICES}))
 register(Method("maskclip", maskclip, "MaskCLIP-style dense similarity of value-path patch embeddings"))
 register(Method("rise", rise, "RISE: saliency from randomly masked forward passes",
                 bounds={"n_masks": Bound(1), "cells": Bound(1), "batch_size": Bound(1),
