@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
+from .errors import InputError, UnsupportedModelError
 from .inputs import (
     Images,
     as_list,
@@ -303,6 +303,13 @@ class ClipModel(ABC):
     def frozen_readout(self, x_cls: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
         """``(linear, bias)``: the read-out with the final norm's statistics taken from ``x_cls``
         (B, D) as constants; ``linear(x_cls) + bias`` is the image embedding."""
+
+    def split_readout(self, x_cls: torch.Tensor, share: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``term -> proj(gamma * (term - share * mu) / sigma + share * beta)`` with the final norm's
+        mean ``mu`` and deviation ``sigma`` from ``x_cls`` (B, D) as constants: the read-out of one
+        of ``1 / share`` terms that split the norm's mean and bias equally (TextSpan's convention;
+        :meth:`frozen_readout` centres each term on its own mean instead)."""
+        raise UnsupportedModelError(f"{self.name}: no split read-out for this family")
 
     @abstractmethod
     def attention_output(self, attn_out: torch.Tensor, *, tower: str = "vision", block: int = -1,

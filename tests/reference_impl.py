@@ -481,7 +481,7 @@ def legrad(model, images, targets, *, n_blocks: int, pooling: str = "cls"):
     return to_grid(maps, grid_of(model, images)), scores
 
 
-def direct_contributions(model, images, targets, *, n_blocks: int):
+def direct_contributions(model, images, targets, *, n_blocks: int, split: str = "own_mean"):
     """(B, K, gh, gw): for each of the last ``n_blocks`` hand-written blocks, head h and patch i,
     the term A^h[CLS, i] (v^h_i @ W_O^h^T) through ls_1, centred over channels, scaled by
     ln_post's weight over its std at the final CLS token, @ proj; dotted with the unit target
@@ -504,8 +504,15 @@ def direct_contributions(model, images, targets, *, n_blocks: int):
                 w_h = block.attn.out_proj.weight[:, cols]
                 for i in range(1, n_tok):
                     write = block.ls_1(rec["probs"][h][:, 0, i, None] * (rec["v"][:, i, cols] @ w_h.T))
-                    centred = write - write.mean(dim=-1, keepdim=True)
-                    c = (visual.ln_post.weight * centred / sigma) @ visual.proj  # (B, E)
+                    if split == "own_mean":
+                        centred = write - write.mean(dim=-1, keepdim=True)
+                        c = (visual.ln_post.weight * centred / sigma) @ visual.proj  # (B, E)
+                    else:  # TextSpan: b_O over T tokens x H heads, the norm's mean and bias over every term
+                        terms = (2 * len(blocks) + 1) * n_tok * heads
+                        write = write + block.ls_1(block.attn.out_proj.bias) / (n_tok * heads)
+                        mean = final.mean(dim=-1, keepdim=True) / terms
+                        post = visual.ln_post.weight * (write - mean) / sigma + visual.ln_post.bias / terms
+                        c = post @ visual.proj
                     maps[:, :, i - 1] += (c @ t.T) / own.norm(dim=-1)[:, None]
     return to_grid(maps, grid_of(model, images))
 

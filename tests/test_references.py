@@ -395,12 +395,15 @@ def test_legrad(tiny, images, n_blocks, pooling, k):
 
 
 @pytest.mark.parametrize("n_blocks", [1, 3])
-def test_direct_contributions(tiny, images, n_blocks):
+@pytest.mark.parametrize("split", ["own_mean", "textspan"])
+def test_direct_contributions(tiny, images, n_blocks, split):
     """A loop over blocks, heads and patches on the hand-written blocks, ln_post's statistics
-    taken from the final CLS token by hand, divided by |encode_image|."""
+    taken from the final CLS token by hand, divided by |encode_image|; each term centred on its
+    own mean, or (TextSpan's code) the attention bias split over tokens and heads and the norm's
+    mean and bias over all (2L + 1) T H terms."""
     t = targets(3)
-    got = ec.explain(tiny, images, t, method="direct_contributions", n_blocks=n_blocks)
-    assert_maps_equal(got.maps, ref.direct_contributions(tiny, images, t, n_blocks=n_blocks))
+    got = ec.explain(tiny, images, t, method="direct_contributions", n_blocks=n_blocks, split=split)
+    assert_maps_equal(got.maps, ref.direct_contributions(tiny, images, t, n_blocks=n_blocks, split=split))
     assert (got.maps < 0).any() and (got.maps > 0).any()  # no ReLU
     torch.testing.assert_close(got.scores, model_scores(tiny, images, t), rtol=0, atol=1e-12)
 

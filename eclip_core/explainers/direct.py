@@ -89,18 +89,41 @@ def direct_terms(model: Model, images: torch.Tensor, departures: Departures = FA
                            linear(mlps), bias, tr.embedding)
 
 
+SPLITS = ("own_mean", "textspan")
+
+
 def direct_contributions(model: ClipModel, images: torch.Tensor, targets: torch.Tensor, *,
-                         departures: Departures = FAITHFUL,
-                         n_blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sum_{last n_blocks} sum_h <c_{l,h,i}, t> / |e|`` per patch (default: the last 4 blocks)."""
+                         departures: Departures = FAITHFUL, n_blocks: int | None = None,
+                         split: str = "own_mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """``sum_{last n_blocks} sum_h <c_{l,h,i}, t> / |e|`` per patch (default: the last 4 blocks).
+
+    ``split``: how the final LayerNorm's mean and bias are shared among the terms.
+    ``"own_mean"`` (default): each term centred on its own mean over channels, the biases
+    terms of their own (exact and linear: :func:`direct_terms`). ``"textspan"``: Gandelsman et
+    al.'s code -- each block's attention-output bias split equally over its T tokens and H heads,
+    and the norm's mean and bias split equally over the (2L + 1) T H terms of the L blocks'
+    attention and the L + 1 MLP and embedding terms (each term read through
+    :meth:`~eclip_core.clip.ClipModel.split_readout`)."""
     n = explained_blocks(model, n_blocks, default_blocks(model))
     depth = model.depth()
     with torch.no_grad():
         tr = record(model, images, departures)
-        linear, _ = model.frozen_readout(tr.blocks[-1].x_out[:, 0])
-        heads = sum(head_terms(model, tr, i).sum(1) for i in range(depth - n, depth))  # (B, T, D)
-        assert isinstance(heads, torch.Tensor)
-        per_patch = linear(heads[:, 1:])  # (B, N, E)
+        x_cls = tr.blocks[-1].x_out[:, 0]
+        if split == "textspan":
+            tokens, heads_per_block = tr.blocks[-1].v.shape[2], tr.blocks[-1].v.shape[1]
+            read = model.split_readout(x_cls, 1 / ((2 * depth + 1) * tokens * heads_per_block))
+            per_patch = torch.zeros(())
+            for i in range(depth - n, depth):
+                _, bias, scale = model.attention_weights(i)
+                terms = head_terms(model, tr, i)  # (B, H, T, D)
+                if bias is not None:
+                    terms = terms + (bias if scale is None else bias * scale) / (tokens * heads_per_block)
+                per_patch = per_patch + read(terms[:, :, 1:]).sum(1)  # (B, N, E)
+        else:
+            linear, _ = model.frozen_readout(x_cls)
+            heads = sum(head_terms(model, tr, i).sum(1) for i in range(depth - n, depth))  # (B, T, D)
+            assert isinstance(heads, torch.Tensor)
+            per_patch = linear(heads[:, 1:])  # (B, N, E)
         t = per_image(targets.to(per_patch.dtype), len(images))
         maps = torch.einsum("bne,bke->bnk", per_patch, t) / tr.embedding.norm(dim=-1)[:, None, None]
     assert tr.grid is not None

@@ -35,7 +35,7 @@ from ..departures import MODES, Departures, departures_for
 from ..errors import InputError
 from .attention import attention_rollout, raw_attention
 from .controls import centre_prior, control_notes, edge_strength, edges_notes, random_map
-from .direct import direct_contributions
+from .direct import SPLITS, direct_contributions
 from .eclip import QK_CHOICES, attention_eclip, grad_eclip, text_eclip
 from .gae import gae
 from .gradcam import CLS_TOKEN_CHOICES, gradcam
@@ -332,7 +332,7 @@ register(Method("legrad", legrad, "LeGrad: positive gradients of per-block score
                 bounds={"n_blocks": BLOCKS}))
 register(Method("direct_contributions", direct_contributions,
                 "direct contributions: each patch's head terms of the embedding (final norm frozen), last blocks",
-                bounds={"n_blocks": BLOCKS}))
+                choices={"split": SPLITS}, bounds={"n_blocks": BLOCKS}))
 register(Method("clip_surgery", clip_surgery, "CLIP Surgery: v-v attention path and feature surgery "
                 "(a modified network; maps relative to the prompts)", notes=surgery_notes, prompt_set=True,
                 bounds={"n_blocks": BLOCKS}))

@@ -381,6 +381,23 @@ class OpenClipModel(ClipModel):
 
         return linear, project(beta)
 
+    def split_readout(self, x_cls: torch.Tensor, share: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        visual = self._visual
+        ln = visual.ln_post
+        if not isinstance(ln, torch.nn.LayerNorm):
+            raise UnsupportedModelError(f"ln_post is {type(ln).__name__}, not a LayerNorm")
+        mu = x_cls.mean(-1, keepdim=True)  # (B, 1)
+        sigma = (x_cls.var(-1, unbiased=False, keepdim=True) + ln.eps).sqrt()
+        weight = ln.weight if ln.weight is not None else torch.ones_like(x_cls[0])
+        beta = ln.bias if ln.bias is not None else torch.zeros_like(x_cls[0])
+
+        def read(term: torch.Tensor) -> torch.Tensor:
+            shape = (len(x_cls), *[1] * (term.ndim - 2), 1)
+            post = weight * (term - share * mu.reshape(shape)) / sigma.reshape(shape) + share * beta
+            return post @ visual.proj if visual.proj is not None else post
+
+        return read
+
     def attention_output(self, attn_out: torch.Tensor, *, tower: str = "vision", block: int = -1,
                          bias: bool = True) -> torch.Tensor:
         b = self._blocks(tower)[block]
