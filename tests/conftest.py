@@ -46,6 +46,26 @@ def vit_b16_f64(vit_b16):
     return copy.deepcopy(vit_b16).double()
 
 
+SMALL_EMBED = 24
+
+
+@pytest.fixture(scope="session")
+def small_vit():
+    """A small open_clip CLIP, float64: 3 vision blocks of 4 heads on 64x96 images (a 4x6 grid of
+    16-pixel patches), a one-block text tower, every bias and norm parameter perturbed away from
+    its 0/1 initialisation (seed 0). Shared by tests that compare two computations of one map."""
+    torch.manual_seed(0)
+    model = open_clip.CLIP(embed_dim=SMALL_EMBED,
+                           vision_cfg=dict(image_size=(64, 96), patch_size=16, width=64, layers=3, head_width=16),
+                           text_cfg=dict(context_length=16, vocab_size=100, width=32, heads=2, layers=1),
+                           ).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.add_(0.2 * torch.randn_like(p))
+    return model
+
+
 @pytest.fixture(scope="session")
 def tokenizer_b16():
     return open_clip.get_tokenizer("ViT-B-16")

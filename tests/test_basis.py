@@ -4,7 +4,6 @@ input is refused in one line."""
 
 import json
 
-import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,22 +16,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 EMBED = 24
 OPTIONS = [{}, {"loosened": False}, {"qk": "raw"}, {"loosened": False, "qk": "raw"}]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    """open_clip CLIP, 3 vision blocks of 4 heads on 64x96 images (a 4x6 grid), float64, biases
-    and norms perturbed away from their 0/1 init."""
-    torch.manual_seed(0)
-    model = open_clip.CLIP(embed_dim=EMBED,
-                           vision_cfg=dict(image_size=(64, 96), patch_size=16, width=64, layers=3, head_width=16),
-                           text_cfg=dict(context_length=16, vocab_size=100, width=32, heads=2, layers=1),
-                           ).double().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 1:
-                p.add_(0.2 * torch.randn_like(p))
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -54,25 +37,25 @@ def assert_close(got, expected, rel=1e-12):
 @pytest.mark.parametrize("method", ["grad_eclip", "attention_eclip"])
 @pytest.mark.parametrize("mode", ["faithful", "reference"])
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
-def test_maps_from_the_basis_are_explains(tiny, images, method, mode, options):
+def test_maps_from_the_basis_are_explains(small_vit, images, method, mode, options):
     t = targets(37) * torch.linspace(0.5, 3.0, 37, dtype=torch.float64)[:, None]  # any norm: explained as unit
-    basis = explanation_basis(tiny, images, method, mode, **options)
+    basis = explanation_basis(small_vit, images, method, mode, **options)
     got = basis.explain(t, chunk=8)  # chunks of 8: the last one short
-    expected = ec.explain(tiny, images, t, method=method, mode=mode, **options)
+    expected = ec.explain(small_vit, images, t, method=method, mode=mode, **options)
     assert_close(got.maps, expected.maps)
     assert torch.allclose(got.scores, expected.scores, rtol=0, atol=1e-14)
     assert got.departures == expected.departures and str(got.request) == str(expected.request)
     assert basis.rows.shape == (3, 24, EMBED) and basis.grid == (4, 6)
 
 
-def test_the_basis_is_the_map_before_its_relu(tiny, images):
+def test_the_basis_is_the_map_before_its_relu(small_vit, images):
     """Each row times a target is the map where it is positive and at most 0 where the map is
     0 (the ReLU comes after the product), so the sign and the transpose of every factor are
     pinned; and a target's map is linear in it before the ReLU."""
     t = targets(5)
-    basis = explanation_basis(tiny, images)
+    basis = explanation_basis(small_vit, images)
     before = torch.einsum("bne,ke->bkn", basis.rows, t).reshape(3, 5, 4, 6)
-    maps = ec.explain(tiny, images, t, method="grad_eclip").maps
+    maps = ec.explain(small_vit, images, t, method="grad_eclip").maps
     assert_close(before.clamp_min(0), maps)
     assert (before[maps == 0] <= 0).all() and (maps > 0).any() and (before < 0).any()
 
@@ -114,12 +97,12 @@ def test_texts_need_the_model_that_embeds_them_and_a_saved_basis_reads_back(tmp_
         again.explain(prompts, ec.load_model("eclip-shapes-shuffled"))
 
 
-def test_bad_input_is_refused_in_one_line(tiny, images, tmp_path):
+def test_bad_input_is_refused_in_one_line(small_vit, images, tmp_path):
     with pytest.raises(ec.InputError, match="exists for grad_eclip, attention_eclip"):
-        explanation_basis(tiny, images, "gae")
+        explanation_basis(small_vit, images, "gae")
     with pytest.raises(ec.InputError, match="2 names for 3 images"):
-        explanation_basis(tiny, images, names=["a", "b"])
-    basis = explanation_basis(tiny, images)
+        explanation_basis(small_vit, images, names=["a", "b"])
+    basis = explanation_basis(small_vit, images)
     with pytest.raises(ec.InputError, match=r"must be \(K, 24\)"):
         basis.explain(targets(3, width=23))
     with pytest.raises(ec.InputError, match="chunk"):
@@ -136,10 +119,10 @@ def test_bad_input_is_refused_in_one_line(tiny, images, tmp_path):
         load_basis(tmp_path / "junk.safetensors")
 
 
-def test_the_saved_metadata_is_what_made_the_basis(tiny, images, tmp_path):
+def test_the_saved_metadata_is_what_made_the_basis(small_vit, images, tmp_path):
     from safetensors import safe_open
 
-    path = explanation_basis(tiny, images, "grad_eclip", qk="raw").save(tmp_path / "b.safetensors")
+    path = explanation_basis(small_vit, images, "grad_eclip", qk="raw").save(tmp_path / "b.safetensors")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     assert meta["format"] == FORMAT and meta["method"] == "grad_eclip" and meta["mode"] == "faithful"

@@ -4,7 +4,6 @@
 index) against `gradcam` in both conventions. Values, not shapes. The peers are dev extras."""
 
 import numpy as np
-import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,22 +16,6 @@ grad_cam = pytest.importorskip("pytorch_grad_cam", reason="grad-cam is a dev ext
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EMBED = 24
-
-
-@pytest.fixture(scope="module")
-def vit():
-    """A small open_clip ViT: 3 blocks of 4 heads on 64x96 images (a 4x6 grid of 16-pixel patches),
-    float64, every bias and norm parameter perturbed away from its 0/1 initialisation."""
-    torch.manual_seed(0)
-    model = open_clip.CLIP(embed_dim=EMBED,
-                           vision_cfg=dict(image_size=(64, 96), patch_size=16, width=64, layers=3, head_width=16),
-                           text_cfg=dict(context_length=16, vocab_size=100, width=32, heads=2, layers=1),
-                           ).double().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 1:
-                p.add_(0.2 * torch.randn_like(p))
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -54,27 +37,27 @@ def relative(got, expected):
     return float((got - expected).abs().max() / expected.abs().max())
 
 
-def test_integrated_gradients_is_captums(vit, images, texts):
+def test_integrated_gradients_is_captums(small_vit, images, texts):
     """Captum's IG from the black image, right Riemann sum of 16 steps, summed over each patch's
     channels and pixels, is eclip's map (conv1 is linear and its patches do not overlap)."""
-    ours = ec.explain(vit, images, texts, method="integrated_gradients", steps=16).maps
-    black = baseline_colour(ec.as_model(vit), images).expand_as(images).contiguous()
+    ours = ec.explain(small_vit, images, texts, method="integrated_gradients", steps=16).maps
+    black = baseline_colour(ec.as_model(small_vit), images).expand_as(images).contiguous()
     for k, t in enumerate(texts):
-        attribution = captum_attr.IntegratedGradients(cosine(vit, t)).attribute(
+        attribution = captum_attr.IntegratedGradients(cosine(small_vit, t)).attribute(
             images, baselines=black, n_steps=16, method="riemann_right")
         theirs = attribution.sum(1).unflatten(1, (4, 16)).unflatten(3, (6, 16)).sum((2, 4))
         assert relative(theirs, ours[:, k]) < 1e-12  # measured 1e-15
 
 
-def test_occlusion_is_captums(vit, images, texts):
+def test_occlusion_is_captums(small_vit, images, texts):
     """Captum's Occlusion with one patch's window and stride, the black baseline: each pixel's
     attribution is its patch's score drop, eclip's map (and with 2x2-patch windows, too)."""
-    colour = baseline_colour(ec.as_model(vit), images)[0]
+    colour = baseline_colour(ec.as_model(small_vit), images)[0]
     for window in (1, 2):
-        ours = ec.explain(vit, images, texts, method="occlusion", window=window).maps
+        ours = ec.explain(small_vit, images, texts, method="occlusion", window=window).maps
         side = 16 * window
         for k, t in enumerate(texts):
-            attribution = captum_attr.Occlusion(cosine(vit, t)).attribute(
+            attribution = captum_attr.Occlusion(cosine(small_vit, t)).attribute(
                 images, sliding_window_shapes=(3, side, side), strides=(3, side, side), baselines=colour)
             theirs = attribution[:, 0, ::16, ::16]  # one pixel per patch: every pixel of a patch has its drop
             assert relative(theirs.double(), ours[:, k]) < 1e-6  # Captum returns float32: 3e-8 measured
@@ -92,7 +75,7 @@ class Scores(torch.nn.Module):
 
 
 @pytest.mark.parametrize("cls_token", ["kept", "dropped"])
-def test_gradcam_is_pytorch_grad_cams_in_both_conventions(vit, images, texts, cls_token):
+def test_gradcam_is_pytorch_grad_cams_in_both_conventions(small_vit, images, texts, cls_token):
     """pytorch-grad-cam's GradCAM on the last block's input tokens (the output of the block before
     it), its own weights (gradients averaged over the positions its reshape keeps) and weighted
     sum, then its ReLU: with the class token dropped by the reshape (its ViT recipe) it is
@@ -103,14 +86,14 @@ def test_gradcam_is_pytorch_grad_cams_in_both_conventions(vit, images, texts, cl
         kept = tensor if cls_token == "kept" else tensor[:, 1:]
         return kept.transpose(1, 2)[:, :, None, :]
 
-    layer = vit.visual.transformer.resblocks[-2]
-    cam = grad_cam.GradCAM(model=Scores(vit, texts), target_layers=[layer], reshape_transform=tokens_as_image)
-    ours = ec.explain(vit, images, texts, method="gradcam", cls_token=cls_token).maps
-    other = ec.explain(vit, images, texts, method="gradcam",
+    layer = small_vit.visual.transformer.resblocks[-2]
+    cam = grad_cam.GradCAM(model=Scores(small_vit, texts), target_layers=[layer], reshape_transform=tokens_as_image)
+    ours = ec.explain(small_vit, images, texts, method="gradcam", cls_token=cls_token).maps
+    other = ec.explain(small_vit, images, texts, method="gradcam",
                        cls_token="dropped" if cls_token == "kept" else "kept").maps
     for k in range(len(texts)):
         outputs = cam.activations_and_grads(images)
-        vit.zero_grad()
+        small_vit.zero_grad()
         sum(ClassifierOutputTarget(k)(o) for o in outputs).backward()
         activations = cam.activations_and_grads.activations[0].numpy()  # as its compute_cam_per_layer passes them
         gradients = cam.activations_and_grads.gradients[0].numpy()

@@ -43,7 +43,7 @@ import torch
 from ..clip import ClipModel
 from ..departures import Departures
 from ..errors import InputError
-from ..inputs import Images
+from ..inputs import Images, target_norms
 from ..maps import minmax, to_grid
 from ..models import Model, as_model
 from ..trace import merge_heads
@@ -137,8 +137,6 @@ class ExplanationBasis:
     def _targets(self, targets: Any, model: Model | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(K, E) targets, checked, and their norms (divided out of the maps)."""
         if isinstance(targets, torch.Tensor) and (targets.ndim == 2 or self.branch == "image"):
-            from ..inputs import target_norms
-
             targets = targets.to(self.rows.device)
             return targets, target_norms(targets, self.rows.shape[-1])
         what = "images" if self.branch == "text" else "texts"
