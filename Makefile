@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test check execute render benchmark mutants clean
+.PHONY: book test check execute render benchmark mutants peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,27 @@ mutants: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_explain.py
+
+## The peers that cannot be installed beside eclip -- the published Grad-ECLIP code, LeGrad with
+## the open_clip it pins, TextSpan -- run in an environment of their own on one random-init
+## ViT-B/16, then set beside eclip (benchmarks/peers; about 20 minutes on two cores; not part of
+## `make test`). GRAD_ECLIP, TEXTSPAN: checkouts of Cyang-Zhao/Grad-Eclip and
+## yossigandelsman/clip_text_span. Writes the table the README and chapter 7 state
+## (eclip_core/data/peers.json).
+PEERS_VENV := build/peers-venv
+PEERS_PACKAGES := torch==2.14.1 torchvision==0.29.1 open_clip_torch==2.23.0 legrad_torch==1.1 \
+	openai-clip==1.0.1 'setuptools<70' scikit-image safetensors einops
+peers: $(STAMP)
+	@test -n "$(GRAD_ECLIP)" -a -n "$(TEXTSPAN)" || { echo "usage: make peers GRAD_ECLIP=<checkout> TEXTSPAN=<checkout>"; exit 2; }
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet $(PEERS_PACKAGES)
+	for dtype in float64 float32; do \
+		$(PEERS_VENV)/bin/python benchmarks/peers/run_peers.py --grad-eclip $(GRAD_ECLIP) --textspan $(TEXTSPAN) \
+			--dtype $$dtype --out build/peers/peers_$$dtype.safetensors && \
+		$(BIN)/python benchmarks/peers/compare.py build/peers/peers_$$dtype.safetensors \
+			--json eclip_core/data/peers.json || exit 1; \
+	done
+	$(PEERS_VENV)/bin/python benchmarks/peers/legrad_side_effects.py
 
 clean:
 	rm -rf _build
