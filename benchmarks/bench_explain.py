@@ -18,6 +18,10 @@ needed above what was in use before it (``eclip_core.timing.peak_memory``). Rows
 
     python benchmarks/bench_explain.py [--model ViT-B-16] [--batch 2] [--repeats 3]
         [--threads 2] [--device cpu] [--methods a,b] [--full] [--memory-batch 8]
+        [--family transformers]
+
+``--family transformers``: a Hugging Face ``transformers`` CLIPModel of ViT-B/16's shapes
+(random init, seed 0) instead, the Grad-ECLIP and Attention-ECLIP rows only.
 
 Ratios, not absolute times, are what carry across machines; nothing here is a test.
 """
@@ -82,11 +86,14 @@ def main(argv=None):
     parser.add_argument("--methods", default=None, help="comma-separated (default: every registered one)")
     parser.add_argument("--full", action="store_true", help="measure the per-target way at K=1000")
     parser.add_argument("--memory-batch", type=int, default=8)
+    parser.add_argument("--family", choices=("open_clip", "transformers"), default="open_clip")
     parser.add_argument("--vocabulary", type=int, default=80_000,
                         help="targets explained from the basis (1,000 classes x 80 templates)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.family == "transformers":
+        return transformers_rows(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = open_clip.create_model(args.model, pretrained=None).eval().to(args.device)
@@ -173,6 +180,31 @@ def main(argv=None):
             continue
         memory = peak_memory(lambda: ec.explain(model, big, bank, method), args.device)
         row(method, "K=1000", None, f"  batch {args.memory_batch}: peak", memory)
+
+
+def transformers_rows(args) -> list[tuple[str, str, float]]:
+    """Grad-ECLIP and Attention-ECLIP on a ``transformers`` CLIPModel of ViT-B/16's shapes."""
+    import transformers
+
+    config = transformers.CLIPConfig(
+        vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                           image_size=224, patch_size=16),
+        text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
+                         max_position_embeddings=77, vocab_size=49408), projection_dim=512)
+    torch.manual_seed(0)
+    model = transformers.CLIPModel(config).eval().to(args.device)
+    images = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(args.device)
+    bank = random_targets(1000, 512, seed=2, like=images)
+    forward = forward_seconds(model, images, args.repeats)
+    print(f"transformers CLIPModel (ViT-B/16 shapes) random init, batch {args.batch}, 224x224 px, {args.device}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats}; unit = one get_image_features of the batch")
+    out = []
+    for method in ("grad_eclip", "attention_eclip"):
+        for k in (1, 100, 1000):
+            ratio = explain_cost(model, images, bank[:k], method, forward=forward, repeats=args.repeats)
+            out.append((method, f"K={k}", ratio))
+            print(f"  {method:<26} {'K=' + str(k):>14} {ratio:7.2f}x", flush=True)
+    return out
 
 
 if __name__ == "__main__":

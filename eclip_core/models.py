@@ -34,6 +34,7 @@ from .departures import FAITHFUL, Departures
 from .errors import InputError, ModelLoadError, UnsupportedModelError, one_line
 from .trace import Trace
 from .trace.encoders import EncoderModel
+from .trace.hf_clip import HFClipModel, load_folder
 from .trace.open_clip import SUPPORTED, OpenClipModel, text_tower
 
 #: The model of ``load_model()`` with no name (registered by :mod:`eclip_core.world.embedded`).
@@ -45,7 +46,7 @@ HOST_TIMEOUT = 5.0
 #: The families of models, each one module of :mod:`eclip_core.trace`: the first whose
 #: ``accepts`` takes a module wraps it (and may still refuse it, in one line). Last, any module
 #: with an ``encode_image``: known by its encoders only, it has nothing to trace.
-FAMILIES: list[type[ClipModel]] = [OpenClipModel, EncoderModel]
+FAMILIES: list[type[ClipModel]] = [OpenClipModel, HFClipModel, EncoderModel]
 
 #: What the entry points accept as a model.
 Model = Any
@@ -167,11 +168,12 @@ def model_info(name: str) -> ModelInfo:
     return ModelInfo(name, True, True, "")
 
 
-def load_model(name: str | None = None, pretrained: str | Path | None = None,
+def load_model(name: str | Path | None = None, pretrained: str | Path | None = None,
                device: str | torch.device = "cpu") -> ClipModel:
     """The embedded model (no arguments, or ``"eclip-shapes"``), another model registered by
     name (``"eclip-shapes-shuffled"``, ``"eclip-shapes-step-20"``, ...: :func:`available_models`),
-    or open_clip architecture ``name``.
+    or open_clip architecture ``name``, or a ``transformers`` ``save_pretrained`` folder of a
+    ``CLIPModel`` (its weights, and its tokenizer and preprocessor config where present).
 
     ``pretrained`` is an open_clip tag (open_clip looks in its cache and downloads only
     then) or the path of a checkpoint: ``.safetensors``, or a PyTorch file read with
@@ -180,6 +182,13 @@ def load_model(name: str | None = None, pretrained: str | Path | None = None,
     and before any explaining.
     """
     name = DEFAULT_MODEL if name is None else name
+    if isinstance(name, (str, Path)) and (Path(name) / "config.json").is_file():
+        if pretrained is not None:
+            raise ModelLoadError(f"{name} is a transformers folder with its own weights; pretrained= is not used "
+                                 f"with it")
+        folder = load_folder(name)
+        _to_device(folder.module, device)
+        return folder
     if isinstance(name, str) and name in NAMED_MODELS:
         if pretrained is not None:
             raise ModelLoadError(f"{name} ships its own weights; pretrained= is not used with it")

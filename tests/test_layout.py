@@ -2,6 +2,7 @@
 one place a request is decided, a typed API."""
 
 import ast
+import re
 import inspect
 from pathlib import Path
 
@@ -24,19 +25,27 @@ OPEN_CLIP_INTERNALS = {
     "positional_embedding", "output_dim", "token_embedding", "ln_final", "text_projection", "attn_mask",
     "attn_pool", "pool_type", "text_pool_type",
 }
+#: transformers' attribute names for the pieces of its CLIP: only its family module may read them.
+HF_INTERNALS = {
+    "vision_model", "text_model", "visual_projection", "pre_layrnorm", "post_layernorm", "self_attn", "q_proj",
+    "k_proj", "v_proj", "layer_norm1", "layer_norm2", "fc1", "fc2", "final_layer_norm", "patch_embedding",
+    "position_embedding", "eos_token_id", "encoder", "get_image_features", "get_text_features",
+}
 #: Our own records have fields named like open_clip's modules: reading them is not reading open_clip.
 OWN_RECORDS = {"attn"}  # BlockRecord.attn, the attention probabilities
-#: The one module of each family that reads its library's internals.
-FAMILY_MODULES = {"trace/open_clip.py"}
+#: The one module of each family that reads its library's internals (transformers' CLIP shares
+#: some of open_clip's names -- out_proj, mlp, class_embedding, text_projection -- for its own).
+FAMILY_MODULES = {"trace/open_clip.py", "trace/hf_clip.py"}
+HF_MODULE = "trace/hf_clip.py"
 #: The faces of the package: the package itself and its two programs, which may import every floor.
 FACES = {"__init__.py", "cli.py", "book.py"}
 
 
-def _reads(path: Path) -> list[tuple[int, str]]:
-    """Attribute reads of open_clip internals in one module (``self.x`` excluded)."""
+def _reads(path: Path, internals: set[str] = OPEN_CLIP_INTERNALS) -> list[tuple[int, str]]:
+    """Attribute reads of a library's internals in one module (``self.x`` excluded)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Attribute) and node.attr in OPEN_CLIP_INTERNALS - OWN_RECORDS:
+        if isinstance(node, ast.Attribute) and node.attr in internals - OWN_RECORDS:
             if isinstance(node.value, ast.Name) and node.value.id == "self":
                 continue
             found.append((node.lineno, node.attr))
@@ -51,6 +60,15 @@ def test_only_the_family_module_reads_open_clip_internals():
     offenders = {name: _reads(p) for name, p in _modules().items() if name not in FAMILY_MODULES}
     offenders = {k: v for k, v in offenders.items() if v}
     assert not offenders, f"open_clip internals read outside {FAMILY_MODULES}: {offenders}"
+
+
+def test_only_the_transformers_family_reads_transformers_internals():
+    offenders = {name: _reads(p, HF_INTERNALS) for name, p in _modules().items() if name != HF_MODULE}
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"transformers internals read outside {HF_MODULE}: {offenders}"
+    importers = [name for name, p in _modules().items() if name != HF_MODULE
+                 and re.search(r"^\s*(import transformers|from transformers)", p.read_text(), re.M)]
+    assert not importers, f"only {HF_MODULE} imports transformers: {importers}"
 
 
 def test_the_layout_check_can_fail(tmp_path):
