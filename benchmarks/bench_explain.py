@@ -20,8 +20,9 @@ needed above what was in use before it (``eclip_core.timing.peak_memory``). Rows
         [--threads 2] [--device cpu] [--methods a,b] [--full] [--memory-batch 8]
         [--family transformers]
 
-``--family transformers``: a Hugging Face ``transformers`` CLIPModel of ViT-B/16's shapes
-(random init, seed 0) instead, the Grad-ECLIP and Attention-ECLIP rows only.
+``--family transformers`` / ``transformers-siglip``: a Hugging Face ``transformers`` CLIPModel /
+SiglipModel of ViT-B/16's shapes (random init, seed 0) instead, the Grad-ECLIP and
+Attention-ECLIP rows only.
 
 Ratios, not absolute times, are what carry across machines; nothing here is a test.
 """
@@ -86,13 +87,13 @@ def main(argv=None):
     parser.add_argument("--methods", default=None, help="comma-separated (default: every registered one)")
     parser.add_argument("--full", action="store_true", help="measure the per-target way at K=1000")
     parser.add_argument("--memory-batch", type=int, default=8)
-    parser.add_argument("--family", choices=("open_clip", "transformers"), default="open_clip")
+    parser.add_argument("--family", choices=("open_clip", "transformers", "transformers-siglip"), default="open_clip")
     parser.add_argument("--vocabulary", type=int, default=80_000,
                         help="targets explained from the basis (1,000 classes x 80 templates)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if args.family == "transformers":
+    if args.family.startswith("transformers"):
         return transformers_rows(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -186,17 +187,25 @@ def transformers_rows(args) -> list[tuple[str, str, float]]:
     """Grad-ECLIP and Attention-ECLIP on a ``transformers`` CLIPModel of ViT-B/16's shapes."""
     import transformers
 
-    config = transformers.CLIPConfig(
-        vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                           image_size=224, patch_size=16),
-        text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
-                         max_position_embeddings=77, vocab_size=49408), projection_dim=512)
+    vision = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                  image_size=224, patch_size=16)
     torch.manual_seed(0)
-    model = transformers.CLIPModel(config).eval().to(args.device)
+    if args.family == "transformers-siglip":
+        name = "SiglipModel"
+        model = transformers.SiglipModel(transformers.SiglipConfig(
+            vision_config=vision, text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                                   num_attention_heads=12, vocab_size=32000,
+                                                   max_position_embeddings=64))).eval().to(args.device)
+    else:
+        name = "CLIPModel"
+        model = transformers.CLIPModel(transformers.CLIPConfig(
+            vision_config=vision, text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                                                   num_attention_heads=8, max_position_embeddings=77,
+                                                   vocab_size=49408), projection_dim=512)).eval().to(args.device)
     images = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(args.device)
-    bank = random_targets(1000, 512, seed=2, like=images)
+    bank = random_targets(1000, ec.as_model(model).embed_dim, seed=2, like=images)
     forward = forward_seconds(model, images, args.repeats)
-    print(f"transformers CLIPModel (ViT-B/16 shapes) random init, batch {args.batch}, 224x224 px, {args.device}, "
+    print(f"transformers {name} (ViT-B/16 shapes) random init, batch {args.batch}, 224x224 px, {args.device}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}; unit = one get_image_features of the batch")
     out = []
     for method in ("grad_eclip", "attention_eclip"):

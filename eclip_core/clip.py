@@ -56,6 +56,13 @@ class ClipModel(ABC):
     #: Whether the family records the forward pass (False: a model known only by its encoders,
     #: whose input size and embedding width are its own business).
     traced: bool = True
+    #: How the image tower pools its tokens into the embedding: ``"cls"`` (a class token, read
+    #: out after the last block) or ``"map"`` (an attention probe over the patch tokens, SigLIP's
+    #: head; the trace's last record is that head, with the probe at position 0). Each method
+    #: declares the poolings it is defined for (:attr:`eclip_core.explainers.Method.poolings`).
+    pooling: str = "cls"
+    #: Whether the text branch's explainers apply to the text tower.
+    text_explainable: bool = True
 
     def __init__(self, module: torch.nn.Module, preprocess: Callable | None = None,
                  tokenizer: Callable | None = None, *, name: str | None = None) -> None:

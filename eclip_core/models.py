@@ -35,6 +35,7 @@ from .errors import InputError, ModelLoadError, UnsupportedModelError, one_line
 from .trace import Trace
 from .trace.encoders import EncoderModel
 from .trace.hf_clip import HFClipModel, load_folder
+from .trace.hf_siglip import HFSiglipModel
 from .trace.open_clip import SUPPORTED, OpenClipModel, text_tower
 
 #: The model of ``load_model()`` with no name (registered by :mod:`eclip_core.world.embedded`).
@@ -46,7 +47,7 @@ HOST_TIMEOUT = 5.0
 #: The families of models, each one module of :mod:`eclip_core.trace`: the first whose
 #: ``accepts`` takes a module wraps it (and may still refuse it, in one line). Last, any module
 #: with an ``encode_image``: known by its encoders only, it has nothing to trace.
-FAMILIES: list[type[ClipModel]] = [OpenClipModel, HFClipModel, EncoderModel]
+FAMILIES: list[type[ClipModel]] = [OpenClipModel, HFSiglipModel, HFClipModel, EncoderModel]
 
 #: What the entry points accept as a model.
 Model = Any

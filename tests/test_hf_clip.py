@@ -1,7 +1,7 @@
 """Hugging Face ``transformers``' CLIP as a family: the recorded pass reproduces
 ``get_image_features`` / ``get_text_features`` at ViT-B-16 sizes, and every explainer gives on
 it the maps it gives on the same weights in open_clip (whose pass the reference tests pin);
-loading from a ``save_pretrained`` folder; SigLIP refused in one line."""
+loading from a ``save_pretrained`` folder; other transformers models refused in one line."""
 
 import json
 
@@ -190,20 +190,17 @@ def test_a_save_pretrained_folder_loads_offline(tmp_path, tiny_pair):
         ec.explain(clip, x, ["a dog"])
 
 
-def test_siglip_and_foreign_folders_are_refused_in_one_line(tmp_path):
-    config = transformers.SiglipConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                         vocab_size=64, max_position_embeddings=8))
-    siglip = transformers.SiglipModel(config).eval()
-    with pytest.raises(UnsupportedModelError, match="SiglipModel") as err:
-        ec.as_model(siglip)
+def test_other_transformers_models_and_folders_are_refused_in_one_line(tmp_path):
+    """A transformers model that is neither a CLIPModel nor a SiglipModel (here CLIP's image
+    tower alone, which has no text tower and no projection) and a folder of another model_type."""
+    vision = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**TINY_VISION)).eval()
+    with pytest.raises(UnsupportedModelError, match="CLIPVisionModel") as err:
+        ec.as_model(vision)
     assert "\n" not in str(err.value)
-    folder = tmp_path / "siglip"
+    folder = tmp_path / "bert"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "siglip"}))
-    with pytest.raises(UnsupportedModelError, match="model_type 'siglip' is not supported"):
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(UnsupportedModelError, match="model_type 'bert' is not supported"):
         ec.load_model(folder)
 
 

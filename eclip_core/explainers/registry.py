@@ -32,7 +32,7 @@ import torch
 
 from ..clip import ClipModel
 from ..departures import MODES, Departures, departures_for
-from ..errors import InputError
+from ..errors import InputError, UnsupportedModelError
 from .attention import attention_rollout, raw_attention
 from .controls import centre_prior, control_notes, edge_strength, edges_notes, random_map
 from .direct import SPLITS, direct_contributions
@@ -176,6 +176,8 @@ class Method:
     notes: NotesFn | None = None
     prompt_set: bool = False
     bounds: Mapping[str, Bound] = field(default_factory=dict)
+    #: the image towers' poolings it is defined for (see :attr:`ClipModel.pooling`); others are refused
+    poolings: tuple[str, ...] = ("cls",)
 
     def __post_init__(self) -> None:
         params = inspect.signature(self.fn).parameters
@@ -298,7 +300,28 @@ def resolve(method: str | Method | Request, mode: str | None = None, options: Ma
     declared = base.text_options if text else base.options
     bounds = TEXT_BOUNDS if text else base.bounds
     check_options(f"method {base.name!r}", declared, given, base.choices, bounds, model)
+    if model is not None and model.traced and model.pooling != "cls":
+        check_pooling(base, mode, text, model)
     return Request(base, mode, given, text)
+
+
+POOLING_WORDS = {"cls": "a class token", "map": "an attention probe over the patch tokens (no class token)"}
+
+
+def check_pooling(base: Method, mode: str, text: bool, model: ClipModel) -> None:
+    """Refuse, in one line, a method or mode not defined for the model's pooling."""
+    how = POOLING_WORDS.get(model.pooling, model.pooling)
+    if model.pooling not in base.poolings:
+        usable = ", ".join(m.name for m in METHODS.values() if model.pooling in m.poolings)
+        raise UnsupportedModelError(f"method {base.name!r} reads a class token; {model.name} pools with {how}. "
+                                    f"Methods defined for it: {usable}")
+    if mode != "faithful":
+        raise UnsupportedModelError(f"mode {mode!r} (the published Grad-ECLIP recipe: one head in the last block, "
+                                    f"keep-size input) is defined for class-token ViTs; {model.name} pools with "
+                                    f"{how}: use mode='faithful'")
+    if text and not model.text_explainable:
+        raise UnsupportedModelError(f"{model.name}'s text tower is not explained by eclip yet "
+                                    f"(image maps only)")
 
 
 def all_requests() -> list[Request]:
@@ -311,12 +334,15 @@ ECLIP_CHOICES = {"qk": QK_CHOICES}
 BLOCKS = Bound(1, depth, integer=True, what="the model's vision blocks")
 #: The text branch's options' bounds (its blocks summed: 1 to the text tower's depth).
 TEXT_BOUNDS = {"n_blocks": Bound(1, text_depth, integer=True, what="the text blocks summed")}
+#: defined for class-token and attention-probe pooling alike (the probe's row takes the CLS row's place)
+ANY_POOLING = ("cls", "map")
 register(Method("grad_eclip", grad_eclip, "Grad-ECLIP: dS/d(attention output) applied to the values",
-                MODES, text_route="grad", choices=ECLIP_CHOICES))
+                MODES, text_route="grad", choices=ECLIP_CHOICES, poolings=ANY_POOLING))
 register(Method("attention_eclip", attention_eclip,
                 "Attention-ECLIP: dS/d(attention probabilities), summed over heads",
-                MODES, text_route="attention", choices=ECLIP_CHOICES))
-register(Method("attention", raw_attention, "raw self-attention of the last block (CLS row, mean over heads)"))
+                MODES, text_route="attention", choices=ECLIP_CHOICES, poolings=ANY_POOLING))
+register(Method("attention", raw_attention, "raw self-attention of the last block (CLS row, mean over heads)",
+                poolings=ANY_POOLING))
 register(Method("rollout", attention_rollout, "attention rollout (Abnar & Zuidema 2020)",
                 bounds={"start_block": Bound(0, last_block, integer=True, what="the model's vision blocks")}))
 register(Method("gae", gae, "Generic Attention Explainability (Chefer et al. 2021), rollout over blocks",
@@ -326,7 +352,7 @@ register(Method("gradcam", gradcam, "Grad-CAM on the tokens entering the last bl
 register(Method("maskclip", maskclip, "MaskCLIP-style dense similarity of value-path patch embeddings"))
 register(Method("rise", rise, "RISE: saliency from randomly masked forward passes",
                 bounds={"n_masks": Bound(1), "cells": Bound(1), "batch_size": Bound(1),
-                        "keep": Bound(0, 1, low_open=True)}))
+                        "keep": Bound(0, 1, low_open=True)}, poolings=ANY_POOLING))
 register(Method("legrad", legrad, "LeGrad: positive gradients of per-block scores w.r.t. the attention, "
                 "last blocks summed, min-max", choices={"pooling": POOLINGS}, notes=legrad_notes,
                 bounds={"n_blocks": BLOCKS}))
@@ -338,12 +364,13 @@ register(Method("clip_surgery", clip_surgery, "CLIP Surgery: v-v attention path 
                 bounds={"n_blocks": BLOCKS}))
 register(Method("integrated_gradients", integrated_gradients,
                 "integrated gradients on the patch embeddings from a black image", choices={"baseline": BASELINES},
-                bounds={"steps": Bound(1), "batch_size": Bound(1)}))
+                bounds={"steps": Bound(1), "batch_size": Bound(1)}, poolings=ANY_POOLING))
 register(Method("occlusion", occlusion, "occlusion: score drop with one patch replaced by black",
-                choices={"baseline": BASELINES}, bounds={"window": Bound(1), "batch_size": Bound(1)}))
+                choices={"baseline": BASELINES}, bounds={"window": Bound(1), "batch_size": Bound(1)},
+                poolings=ANY_POOLING))
 register(Method("edges", edge_strength, "control: the image's edge strength per patch, blind to the model "
-                "(it must fail P2)", notes=edges_notes))
+                "(it must fail P2)", notes=edges_notes, poolings=ANY_POOLING))
 register(Method("centre", centre_prior, "control: a centre prior, blind to the image and the model (it must fail P2)",
-                notes=control_notes))
+                notes=control_notes, poolings=ANY_POOLING))
 register(Method("random", random_map, "control: a random map, the same for the same image, blind to the model "
-                "(it must fail P2)", notes=control_notes))
+                "(it must fail P2)", notes=control_notes, poolings=ANY_POOLING))

@@ -166,11 +166,8 @@ class HFClipModel(ClipModel):
         kind = type(module).__name__
         if not all(hasattr(module, n) for n in ("vision_model", "text_model", "visual_projection",
                                                 "text_projection")):
-            raise UnsupportedModelError(f"unsupported transformers model {kind}: eclip traces {SUPPORTED}; "
-                                        f"SigLIP and the other families are refused for now")
-        if "siglip" in kind.lower():
-            raise UnsupportedModelError(f"unsupported transformers model {kind}: its image tower pools with an "
-                                        f"attention head, not a class token; supported: {SUPPORTED}")
+            raise UnsupportedModelError(f"unsupported transformers model {kind}: eclip traces {SUPPORTED} and "
+                                        f"SiglipModel")
         vision = module.vision_model
         for n in ("embeddings", "pre_layrnorm", "encoder", "post_layernorm"):
             if not hasattr(vision, n):
@@ -437,7 +434,7 @@ class HFClipModel(ClipModel):
         return self.readout(x[:, 0])
 
 
-def load_folder(path: str | Path) -> HFClipModel:
+def load_folder(path: str | Path) -> ClipModel:
     """A ``save_pretrained`` folder of a ``CLIPModel``: weights (safetensors, or a PyTorch
     file that ``transformers`` reads with ``weights_only``), never a download; its tokenizer
     and ``preprocessor_config.json`` when the folder has them."""
@@ -447,31 +444,46 @@ def load_folder(path: str | Path) -> HFClipModel:
         config = json.loads(config_path.read_text())
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{folder} is not a transformers model folder: {one_line(err)}") from None
-    if config.get("model_type") != "clip":
-        raise UnsupportedModelError(f"{folder}: model_type {config.get('model_type')!r} is not supported; "
-                                    f"supported: {SUPPORTED}")
+    kind = config.get("model_type")
+    if kind not in ("clip", "siglip"):
+        raise UnsupportedModelError(f"{folder}: model_type {kind!r} is not supported; supported: {SUPPORTED} "
+                                    f"and SiglipModel")
     try:
         import transformers
     except ImportError:
         raise ModelLoadError("a transformers folder needs the hf extra: pip install 'eclip[hf]'") from None
+    cls = transformers.CLIPModel if kind == "clip" else transformers.SiglipModel
     try:
-        module = transformers.CLIPModel.from_pretrained(folder, local_files_only=True).eval()
+        module = cls.from_pretrained(folder, local_files_only=True).eval()
     except Exception as err:  # transformers raises many types; the user needs one line
-        raise ModelLoadError(f"could not load the transformers CLIP in {folder}: {one_line(err)}") from None
+        raise ModelLoadError(f"could not load the transformers {kind} model in {folder}: {one_line(err)}") from None
     tokenizer = None
     if any((folder / f).exists() for f in ("tokenizer.json", "vocab.json")):
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
         except Exception as err:
             raise ModelLoadError(f"could not read the tokenizer in {folder}: {one_line(err)}") from None
+    if kind == "siglip":
+        from .hf_siglip import SIGLIP_MEAN, SIGLIP_STD, HFSiglipModel, _square_preprocess
+        siglip = HFSiglipModel(module, None, tokenizer, name=folder.name)
+        mean, std = _normalisation(folder, SIGLIP_MEAN, SIGLIP_STD)
+        siglip.preprocess = _square_preprocess(siglip.image_size, mean, std)
+        siglip._normalisation = (mean, std)  # type: ignore[attr-defined]
+        return siglip
     clip = HFClipModel(module, None, tokenizer, name=folder.name)
+    mean, std = _normalisation(folder, OPENAI_MEAN, OPENAI_STD)
+    clip.preprocess = _default_preprocess(clip.image_size, mean, std)
+    clip._normalisation = (mean, std)
+    return clip
+
+
+def _normalisation(folder: Path, mean: Sequence[float], std: Sequence[float]) -> tuple[tuple, tuple]:
+    """The folder's ``preprocessor_config.json`` mean and std, else the defaults given."""
     processor = folder / "preprocessor_config.json"
     if processor.exists():
         cfg = json.loads(processor.read_text())
-        mean, std = tuple(cfg.get("image_mean", OPENAI_MEAN)), tuple(cfg.get("image_std", OPENAI_STD))
-        clip.preprocess = _default_preprocess(clip.image_size, mean, std)
-        clip._normalisation = (mean, std)
-    return clip
+        return tuple(cfg.get("image_mean", mean)), tuple(cfg.get("image_std", std))
+    return tuple(mean), tuple(std)
 
 
 __all__ = ["HFClipModel", "HFTokenizer", "SUPPORTED", "load_folder"]
