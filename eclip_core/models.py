@@ -75,7 +75,7 @@ def as_model(model: Model, preprocess: Callable | None = None, tokenizer: Callab
         if family.accepts(model):
             return family(model, preprocess, tokenizer)
     raise UnsupportedModelError(f"unsupported model {type(model).__name__}: no family of eclip traces it; "
-                                f"supported: {SUPPORTED}")
+                                f"supported: {SUPPORTED}; transformers' CLIPModel and SiglipModel")
 
 
 def trace_vision(model: Model, images: torch.Tensor, departures: Departures = FAITHFUL, *,
