@@ -37,6 +37,7 @@ from .trace.encoders import EncoderModel
 from .trace.hf_clip import HFClipModel, load_folder
 from .trace.hf_siglip import HFSiglipModel
 from .trace.open_clip import SUPPORTED, OpenClipModel, text_tower
+from .trace.open_clip_timm import OpenClipTimmModel
 
 #: The model of ``load_model()`` with no name (registered by :mod:`eclip_core.world.embedded`).
 DEFAULT_MODEL = "eclip-shapes"
@@ -47,7 +48,7 @@ HOST_TIMEOUT = 5.0
 #: The families of models, each one module of :mod:`eclip_core.trace`: the first whose
 #: ``accepts`` takes a module wraps it (and may still refuse it, in one line). Last, any module
 #: with an ``encode_image``: known by its encoders only, it has nothing to trace.
-FAMILIES: list[type[ClipModel]] = [OpenClipModel, HFSiglipModel, HFClipModel, EncoderModel]
+FAMILIES: list[type[ClipModel]] = [OpenClipTimmModel, OpenClipModel, HFSiglipModel, HFClipModel, EncoderModel]
 
 #: What the entry points accept as a model.
 Model = Any
@@ -153,6 +154,9 @@ def model_info(name: str) -> ModelInfo:
         return ModelInfo(name, False, False, "ResNet image tower")
     if timm_name:
         vit = timm_name.startswith(("vit_", "eva")) and "fastvit" not in timm_name
+        if timm_name.startswith("vit_") and "pe_core" not in timm_name and vision.get("timm_pool") == "map":
+            return ModelInfo(name, True, True, f"timm ViT {timm_name} pooled by an attention probe (no class "
+                                               f"token: the methods defined for it)")
         return ModelInfo(name, vit, False, f"timm image tower {timm_name}")
     if "multimodal_cfg" in config or vision.get("attentional_pool"):
         return ModelInfo(name, True, False, "CoCa / attentional pooling")
@@ -205,9 +209,6 @@ def load_model(name: str | Path | None = None, pretrained: str | Path | None = N
     path = Path(pretrained) if pretrained is not None else None
     is_path = path is not None and (path.suffix in CHECKPOINT_SUFFIXES or path.exists())
     hf_tokenizer = (open_clip.get_model_config(name).get("text_cfg") or {}).get("hf_tokenizer_name")
-    if hf_tokenizer and not (pretrained is not None and not is_path):
-        raise ModelLoadError(f"model {name!r} needs the Hugging Face tokenizer {hf_tokenizer!r}, which "
-                             f"would be downloaded; name a pretrained tag to allow network access")
     if path is not None and is_path:
         state = read_checkpoint(path)  # read (and refused) before the model is built
         with _quiet_open_clip():
@@ -226,14 +227,31 @@ def load_model(name: str | Path | None = None, pretrained: str | Path | None = N
         except Exception as err:  # open_clip raises many types; the user needs one message
             raise ModelLoadError(f"could not load {name!r} with pretrained={str(pretrained)!r}: "
                                  f"{one_line(err)}") from None
-    clip = OpenClipModel(model, preprocess, name=name)  # its image tower checked
+    clip = as_model(model, preprocess)  # its image tower checked, its family picked
+    clip.name = name
     text_tower(model)
     try:
-        clip.tokenizer = open_clip.get_tokenizer(name)
+        with _quiet_open_clip(), _hub_offline():  # a Hugging Face tokenizer only from its cache
+            clip.tokenizer = open_clip.get_tokenizer(name)
     except Exception as err:
-        raise ModelLoadError(f"cannot build the tokenizer of {name!r}: {one_line(err)}") from None
+        if not hf_tokenizer:
+            raise ModelLoadError(f"cannot build the tokenizer of {name!r}: {one_line(err)}") from None
+        clip.tokenizer = MissingTokenizer(name, hf_tokenizer)
     _to_device(model, device)
     return clip
+
+
+class MissingTokenizer:
+    """Stands for a Hugging Face tokenizer that is not in the local cache: the model loads and
+    explains targets given as embeddings; strings fail in one line naming what to fetch."""
+
+    def __init__(self, model: str, tokenizer: str):
+        self.model, self.tokenizer = model, tokenizer
+
+    def __call__(self, texts: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        raise ModelLoadError(f"{self.model}'s tokenizer is the Hugging Face tokenizer {self.tokenizer!r}, not in the "
+                             f"local cache: fetch it once (huggingface-cli download {self.tokenizer}), or pass the "
+                             f"targets as (K, E) embeddings")
 
 
 def random_clip(vision: dict[str, Any], *, embed_dim: int = 16, seed: int = 0, perturb: float = 0.2,

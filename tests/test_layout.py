@@ -35,7 +35,12 @@ HF_INTERNALS = {
 OWN_RECORDS = {"attn"}  # BlockRecord.attn, the attention probabilities
 #: The one module of each family that reads its library's internals (transformers' CLIP shares
 #: some of open_clip's names -- out_proj, mlp, class_embedding, text_projection -- for its own).
-FAMILY_MODULES = {"trace/open_clip.py", "trace/hf_clip.py", "trace/hf_siglip.py"}
+FAMILY_MODULES = {"trace/open_clip.py", "trace/hf_clip.py", "trace/hf_siglip.py", "trace/open_clip_timm.py"}
+#: timm's attribute names for the pieces of its ViT trunks: only the timm family module reads them
+#: (open_clip.py hands it the trunk: ``timm_tower``).
+TIMM_INTERNALS = {"patch_embed", "pos_embed", "latent", "qkv", "q_norm", "k_norm", "kv",
+                  "norm1", "norm2", "ls1", "ls2", "norm_pre", "fc_norm", "forward_features", "forward_head"}
+TIMM_MODULE = "trace/open_clip_timm.py"
 HF_MODULES = {"trace/hf_clip.py", "trace/hf_siglip.py"}
 #: The faces of the package: the package itself and its two programs, which may import every floor.
 FACES = {"__init__.py", "cli.py", "book.py"}
@@ -69,6 +74,12 @@ def test_only_the_transformers_family_reads_transformers_internals():
     importers = [name for name, p in _modules().items() if name not in HF_MODULES
                  and re.search(r"^\s*(import transformers|from transformers)", p.read_text(), re.M)]
     assert not importers, f"only {HF_MODULES} import transformers: {importers}"
+
+
+def test_only_the_timm_family_reads_timm_internals():
+    offenders = {name: _reads(p, TIMM_INTERNALS) for name, p in _modules().items() if name != TIMM_MODULE}
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"timm internals read outside {TIMM_MODULE}: {offenders}"
 
 
 def test_the_layout_check_can_fail(tmp_path):

@@ -274,6 +274,7 @@ def test_resnet_is_refused_at_load_and_at_explain():
 
 @pytest.mark.parametrize("name,message", [
     ("EVA02-B-16", "timm image tower"),
+    ("PE-Core-B-16", "timm image tower"),
     ("ViT-L-14-CLIPA", "pools with 'avg'"),
     ("coca_ViT-B-32", "CoCa"),
     ("roberta-ViT-B-32", "Hugging Face text tower"),
@@ -283,9 +284,11 @@ def test_unsupported_open_clip_models_are_refused_before_building(name, message)
         ec.load_model(name)
 
 
-def test_hf_tokenizer_model_needs_a_tag():
-    with pytest.raises(ec.ModelLoadError, match="would be downloaded"):
-        ec.load_model("ViT-L-14-worldwide")
+def test_a_missing_hf_tokenizer_is_named_when_strings_need_it():
+    """The model loads (random weights, nothing downloaded); only tokenizing strings fails."""
+    clip = ec.load_model("ViT-B-16-SigLIP")
+    with pytest.raises(ec.ModelLoadError, match="not in the local cache: fetch it once"):
+        clip.tokenize(["a dog"])
 
 
 class _Payload:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import CLIP
+from open_clip.timm_model import TimmModel
 from open_clip.transformer import LayerScale, ResidualAttentionBlock, TextTransformer, VisionTransformer
 
 from ..clip import TOWERS, ClipModel
@@ -56,6 +57,16 @@ def vision_tower(module) -> VisionTransformer:
     for block in visual.transformer.resblocks:
         _check_block(block)
     return visual
+
+
+def timm_tower(module) -> tuple[Any, torch.nn.Module] | None:
+    """(trunk, head) of an open_clip image tower built on timm (``TimmModel``: the embedding is
+    ``head(trunk(x))``), or None for any other tower. The trunk's own internals are timm's, read
+    by :mod:`eclip_core.trace.open_clip_timm`."""
+    visual = getattr(module, "visual", None)
+    if not isinstance(visual, TimmModel):
+        return None
+    return visual.trunk, visual.head
 
 
 def text_tower(module):
@@ -424,4 +435,4 @@ class OpenClipModel(ClipModel):
         return _readout(visual, _run_unrecorded(visual.transformer, visual.transformer.resblocks, x)[:, 0])
 
 
-__all__ = ["OpenClipModel", "SUPPORTED", "declared_input_size", "text_tower", "vision_tower"]
+__all__ = ["OpenClipModel", "SUPPORTED", "declared_input_size", "text_tower", "timm_tower", "vision_tower"]
