@@ -162,8 +162,10 @@ def execute(notebooks: list[Path], parameters: dict, out: Path | None,
     outcomes = []
     for nb in notebooks:
         target = (out / nb.name) if out else nb
-        declared = papermill.inspect_notebook(str(nb)) if defaults else {}
+        declared = papermill.inspect_notebook(str(nb)) if (defaults or out) else {}
         given = {**{k: v for k, v in (defaults or {}).items() if k in declared}, **parameters}
+        if out is not None and "chapters" in declared and "chapters" not in parameters:
+            given["chapters"] = str(out)  # the closing chapter reads this run's chapters, not the stored ones
         start = time.perf_counter()
         error = None
         try:

@@ -18,6 +18,16 @@ def test_every_chapter_is_in_the_toc():
     assert listed == on_disk and listed
 
 
+def test_varying_outputs_are_tagged_per_cell_with_the_reason():
+    for notebook in chapter_notebooks():
+        cells = json.loads(notebook.read_text())["cells"]
+        assert "NBVAL_IGNORE_OUTPUT" not in json.dumps([c["source"] for c in cells]), notebook.name
+        assert "nbval-ignore-output" not in json.dumps(json.loads(notebook.read_text())["metadata"]), notebook.name
+        for i, cell in enumerate(cells):
+            if "nbval-ignore-output" in cell["metadata"].get("tags", []):
+                assert cell["metadata"].get("eclip", {}).get("varies"), f"{notebook.name} cell {i}: no reason"
+
+
 def test_intro_page_exists(html):
     assert (html / "book" / "intro.html").exists()
 

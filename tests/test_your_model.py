@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from eclip_core.book import ROOT, chapter_notebooks
+from eclip_core.paper import verdicts
 
 pytestmark = pytest.mark.slow  # `make check` leaves it out; `make test` runs it
 
@@ -49,6 +50,12 @@ def test_every_chapter_runs_on_a_readers_checkpoint(checkpoint, tmp_path):
         page = out / "_build" / "html" / "notebooks" / f"{notebook.stem}.html"
         assert page.exists(), f"{page} not rendered"
     assert ARCH in (out / "_build" / "html" / "book" / "intro.html").read_text()
+    # the closing chapter read this run's findings, not the stored book's
+    name = f"{ARCH} ({checkpoint.name})"
+    found = verdicts.collect(out)
+    assert {f.chapter for f in found} >= {"chapter 2", "chapter 3", "chapter 4", "chapter 5", "chapter 8"}
+    assert {f.model for f in found} == {name}
+    assert f"findings on {name}" in (out / "09_verdicts.ipynb").read_text()
     assert all(p.read_bytes() == content for p, content in stored.items())  # the stored book untouched
 
 

@@ -73,6 +73,8 @@ STATS = "tests/test_stats.py"
 P2T = "tests/test_p2.py"
 CFT = "tests/test_counterfactual.py"
 FMT = "tests/test_formats.py"
+VD = "eclip_core/paper/verdicts.py"
+VT = "tests/test_verdicts.py"
 
 FAITHFUL = ref("test_image_eclip_faithful")
 REFERENCE = ref("test_image_eclip_reference_mode")
@@ -630,6 +632,48 @@ MUTANTS = [
            'config = {"model_cfg": _copy(model_cfg), "preprocess_cfg": _copy(preprocess_cfg)}',
            'config = {"model_cfg": _copy(model_cfg), "preprocess_cfg": {}}',
            (f"{FMT}::test_a_checkpoint_folder_reads_back_exactly",)),
+    # ---------------------------------------------------------------- the verdict table (paper/verdicts.py)
+    Mutant("verdict-above-reads-the-estimate", VD,
+           'return "holds on this model" if low > self.bound else "contradicted" if high < self.bound else',
+           'return "holds on this model" if interval.estimate > self.bound else "contradicted" if high < self.bound else',
+           (f"{VT}::test_above_reads_the_whole_interval_against_its_bound",)),
+    Mutant("verdict-below-bound-ignored", VD,
+           'return "holds on this model" if high < self.bound else "contradicted" if low > self.bound else',
+           'return "holds on this model" if high < 0 else "contradicted" if low > 0 else',
+           (f"{VT}::test_above_and_below_use_their_bound_not_zero",)),
+    Mutant("verdict-proof-without-its-measurement", VD,
+           'return "holds" if proof and high <= self.bound else "not shown"',
+           'return "holds" if proof else "not shown"',
+           (f"{VT}::test_a_proof_whose_interval_straddles_the_bound_is_not_shown",)),
+    Mutant("verdict-worse-not-oriented", VD,
+           "better_low, better_high = (-high, -low) if self.lower_is_better else (low, high)",
+           "better_low, better_high = (low, high)",
+           (f"{VT}::test_worse_orients_the_difference_by_the_metric",)),
+    Mutant("verdict-worse-margin-ignored", VD,
+           'return "contradicted" if better_low > -self.bound else "not shown"',
+           'return "contradicted" if better_low > 0 else "not shown"',
+           (f"{VT}::test_worse_reads_its_margin", f"{VT}::test_worse_orients_the_difference_by_the_metric")),
+    Mutant("verdict-stored-elsewhere", VD,
+           'data = output.get("metadata", {}).get(KEY)', 'data = output.get("data", {}).get(KEY)',
+           (f"{VT}::test_findings_shown_in_a_notebook_are_read_back_exactly",)),
+    Mutant("verdict-p2-paired-at-95", VD,
+           'narrow = test.difference("grad_eclip:reference", "grad_eclip", 0.9)',
+           'narrow = test.difference("grad_eclip:reference", "grad_eclip")',
+           (f"{VT}::test_principle_findings_read_certificates_calibration_p2_and_the_paired_tests",)),
+    Mutant("verdict-p2-faithful-minus-published", VD,
+           'narrow = test.difference("grad_eclip:reference", "grad_eclip", 0.9)',
+           'narrow = test.difference("grad_eclip", "grad_eclip:reference", 0.9)',
+           (f"{VT}::test_principle_findings_read_certificates_calibration_p2_and_the_paired_tests",)),
+    Mutant("verdict-deletion-higher-is-better", VD,
+           "Rule(\"worse\", MARGIN, lower_is_better=metric == \"deletion_auc\")",
+           "Rule(\"worse\", MARGIN, lower_is_better=False)",
+           (f"{VT}::test_misalignment_findings_orient_deletion_and_the_others",)),
+    Mutant("verdict-p1-wrong-variant", VD,
+           'row(size, "reference", "accuracy_change")', 'row(size, "one_head", "accuracy_change")',
+           (f"{VT}::test_p1_findings_read_the_right_rows_and_columns",)),
+    Mutant("verdict-prose-any-word", VD,
+           'words = "|".join(re.escape(v) for v in VERDICTS)', 'words = r"[^*]+"',
+           (f"{VT}::test_prose_statements_are_read_with_their_words",)),
 ]
 
 
