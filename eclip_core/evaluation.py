@@ -33,6 +33,7 @@ from .explainers import Request, all_requests, explain, resolve
 from .inputs import check_image_tensor, load_image, to_model_input
 from .metrics import DEFAULT_STEPS, direction, energy_in_mask, perturbation_curves, pointing_game
 from .models import Model, as_model
+from .stats import bootstrap
 from .timing import median_seconds
 
 
@@ -187,6 +188,22 @@ class Evaluation:
             table["cost_ratio"] = seconds / self.forward_seconds
         table.index.name = "method"
         table.attrs["notes"] = self.notes
+        return table
+
+    def intervals(self, column: str, *, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+        """Per method (in evaluation order), the mean of ``column`` over its items with the
+        bootstrap percentile interval at ``level`` (items resampled: each item is one image and
+        its target) and the number of items; an item without a value (NaN) is left out, as
+        :meth:`table`'s mean leaves it out."""
+        if column not in self.per_image:
+            metrics = [c for c in self.METRIC_COLUMNS if c in self.per_image]
+            raise InputError(f"this evaluation has no column {column!r}; it has {metrics}")
+        rows = {}
+        for method, values in self.per_image.groupby("method", sort=False)[column]:
+            interval = bootstrap(values.dropna().to_numpy(dtype=np.float64), seed=seed, level=level)
+            rows[method] = {**interval.columns(column), "n": interval.n}
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        table.index.name = "method"
         return table
 
     def mean_curves(self, spec: str) -> dict[str, np.ndarray]:

@@ -488,3 +488,27 @@ def test_evaluate_scores_given_maps_without_explaining_again(embedded):
             evaluate(embedded, scenes, ["counted"], steps=4, timing=False, maps={"counted": given["counted"][:2]})
     finally:
         unregister("counted")
+
+
+def test_evaluation_intervals_are_each_methods_bootstrap_over_its_items():
+    import pandas as pd
+
+    from eclip_core.errors import InputError
+    from eclip_core.evaluation import Evaluation
+    from eclip_core.stats import bootstrap
+
+    a = [0.1, 0.4, 0.35, 0.8, 0.2, float("nan")]
+    per_image = pd.DataFrame({"method": ["a"] * 6 + ["b"] * 4, "item": list(range(6)) + list(range(4)),
+                              "deletion_auc": a + [0.5] * 4, "pointing_game": [1.0, 0.0] * 5})
+    result = Evaluation(per_image, {}, {}, 1.0, [])
+    got = result.intervals("deletion_auc", seed=3)
+    assert list(got.index) == ["a", "b"] and list(got["n"]) == [5, 4]
+    expected = bootstrap(a[:5], seed=3)
+    assert tuple(got.loc["a", ["deletion_auc", "deletion_auc_low", "deletion_auc_high"]]) == expected[:3]
+    assert got.loc["a", "deletion_auc"] == pytest.approx(result.table().loc["a", "deletion_auc"])
+    assert tuple(got.loc["b", ["deletion_auc", "deletion_auc_low", "deletion_auc_high"]]) == (0.5, 0.5, 0.5)
+    narrow = result.intervals("deletion_auc", seed=3, level=0.5).loc["a"]
+    assert got.loc["a", "deletion_auc_low"] < narrow["deletion_auc_low"] <= narrow["deletion_auc_high"] \
+        < got.loc["a", "deletion_auc_high"]
+    with pytest.raises(InputError, match="no column 'insertion_auc'"):
+        result.intervals("insertion_auc")
