@@ -276,6 +276,27 @@ class ClipModel(ABC):
         """Refuse a tensor that is not (B, 3, H, W) at the model's resolution (``keep_size``:
         any positive patch multiple), or holds NaN or Inf."""
 
+    def _check_image_batch(self, images: torch.Tensor, keep_size: bool = False, *, size: bool = True) -> None:
+        """The checks the families share: a non-empty (B, 3, H, W) tensor, with ``size`` at the
+        model's resolution (``keep_size``: any positive multiple of the patch), of finite values."""
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise InputError(f"images must be a (B, 3, H, W) tensor, got shape {shape}")
+        if images.shape[0] == 0:
+            raise InputError("no images given (batch of size 0)")
+        if size:
+            hw = tuple(images.shape[-2:])
+            ph, pw = self.patch_size
+            if keep_size:
+                if hw[0] % ph or hw[1] % pw or hw[0] < ph or hw[1] < pw:
+                    raise InputError(f"image size {hw} is not a positive multiple of the patch {ph}x{pw}")
+            elif hw != tuple(self.image_size):
+                raise InputError(f"images are {hw[0]}x{hw[1]} but the model's pipeline is "
+                                 f"{self.image_size[0]}x{self.image_size[1]}; preprocess them with the model's "
+                                 f"own preprocess (or pass PIL images)")
+        if not torch.isfinite(images).all():
+            raise InputError("images contain NaN or Inf values")
+
     @abstractmethod
     def trace_vision(self, images: torch.Tensor, *, heads: int | None = None, keep_size: bool = False,
                      record: str = "all") -> Trace:

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import torch
 
 from ..clip import ClipModel
-from ..errors import InputError, UnsupportedModelError
+from ..errors import UnsupportedModelError
 from . import Trace
 
 
@@ -46,13 +46,7 @@ class EncoderModel(ClipModel):
 
     def check_images(self, images: torch.Tensor, keep_size: bool = False) -> None:
         """A (B, 3, H, W) batch of finite values; its size is the model's business."""
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise InputError(f"images must be a (B, 3, H, W) tensor, got shape {shape}")
-        if images.shape[0] == 0:
-            raise InputError("no images given (batch of size 0)")
-        if not torch.isfinite(images).all():
-            raise InputError("images contain NaN or Inf values")
+        self._check_image_batch(images, size=False)
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -295,25 +295,7 @@ class OpenClipModel(ClipModel):
     # ------------------------------------------------------------------ the recorded pass
 
     def check_images(self, images: torch.Tensor, keep_size: bool = False) -> None:
-        visual = self._visual
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise InputError(f"images must be a (B, 3, H, W) tensor, got shape {shape}")
-        if images.shape[0] == 0:
-            raise InputError("no images given (batch of size 0)")
-        size = tuple(images.shape[-2:])
-        ph, pw = self.patch_size
-        if keep_size:
-            if size[0] % ph or size[1] % pw or size[0] < ph or size[1] < pw:
-                raise InputError(f"image size {size} is not a positive multiple of the patch {ph}x{pw}")
-        elif size != self.image_size:
-            raise InputError(
-                f"images are {size[0]}x{size[1]} but the model's pipeline is "
-                f"{visual.image_size[0]}x{visual.image_size[1]}; preprocess them with the model's "
-                f"own preprocess (or pass PIL images)"
-            )
-        if not torch.isfinite(images).all():
-            raise InputError("images contain NaN or Inf values")
+        self._check_image_batch(images, keep_size)
 
     def trace_vision(self, images: torch.Tensor, *, heads: int | None = None, keep_size: bool = False,
                      record: str = "all") -> Trace:

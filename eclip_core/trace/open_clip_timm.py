@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..clip import TOWERS
-from ..errors import InputError, UnsupportedModelError
+from ..errors import UnsupportedModelError
 from . import BlockRecord, Trace, attention_probs, merge_heads, split_heads
 from .open_clip import OpenClipModel, _pair, text_tower, timm_tower
 
@@ -146,21 +146,10 @@ class OpenClipTimmModel(OpenClipModel):
     # ------------------------------------------------------------------ the recorded pass
 
     def check_images(self, images: torch.Tensor, keep_size: bool = False) -> None:
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise InputError(f"images must be a (B, 3, H, W) tensor, got shape {shape}")
-        if images.shape[0] == 0:
-            raise InputError("no images given (batch of size 0)")
         if keep_size:
             raise UnsupportedModelError("the keep-size input is the published recipe for class-token ViTs; "
                                         f"{self.name} explains its own {self.image_size[0]}x{self.image_size[1]} input")
-        size = tuple(images.shape[-2:])
-        if size != self.image_size:
-            raise InputError(f"images are {size[0]}x{size[1]} but the model's pipeline is "
-                             f"{self.image_size[0]}x{self.image_size[1]}; preprocess them with the model's "
-                             f"own preprocess (or pass PIL images)")
-        if not torch.isfinite(images).all():
-            raise InputError("images contain NaN or Inf values")
+        self._check_image_batch(images)
 
     def _patches(self, images: torch.Tensor) -> torch.Tensor:
         embed = self._trunk.patch_embed
