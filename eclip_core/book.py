@@ -45,8 +45,8 @@ QUICK: dict[str, object] = {
     "rise_masks": 4, "n_p1": 2,                        # chapters 4, 5
     "n_trained": 3, "error_pool": 40,                  # chapter 5's P2 tests (n_scenes: 2, above)
     "n_captions": 4,                                   # chapter 6 (4 captions drawn)
-    "n_photos": 1,                                     # photographs in chapters 1, 3, 4
-    "n_scenes": 2,                                     # chapter 8
+    "n_photos": 1, "n_pick": 5,                        # photographs in chapters 1, 3, 4; chapter 1's example
+    "n_scenes": 2, "n_dose": 2, "doses": [1, 2],       # chapter 8
     # chapters 4, 5, 7, 8: the Grad-ECLIP family, one baseline and the control instead of the whole zoo
     "methods": ["grad_eclip", "grad_eclip:reference", "attention_eclip", "gae", "edges"],
 }

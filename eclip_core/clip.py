@@ -99,6 +99,26 @@ class ClipModel(ABC):
         """The same preprocess and tokenizer around another module of this family (a copy)."""
         return type(self)(module, self.preprocess, self.tokenizer, name=self.name)
 
+    def rescaled_query_key(self, scales: torch.Tensor, block: int = -1) -> ClipModel:
+        """The same function written with other weights (a copy): channel ``c`` of vision block
+        ``block``'s queries multiplied by ``scales[c]`` and its keys divided by it (weights and
+        biases). Every head's ``q^h . k^h`` is unchanged, so are the attention, the forward pass
+        and every score; anything read from q or k apart from those products (the loosened term)
+        is not. ``scales``: (D,) positive and finite."""
+        raise UnsupportedModelError(f"{self.name}: rescaling queries and keys is implemented for "
+                                    f"open_clip's class-token ViTs")
+
+    @staticmethod
+    def _check_scales(scales: torch.Tensor, width: int) -> torch.Tensor:
+        """``scales`` as a (width,) float64 tensor, refused unless positive and finite."""
+        scales = torch.as_tensor(scales, dtype=torch.float64).detach().cpu()
+        if scales.shape != (width,):
+            raise InputError(f"scales must be one per channel of the block's queries, shape ({width},), "
+                             f"got {tuple(scales.shape)}")
+        if not bool(torch.isfinite(scales).all()) or bool((scales <= 0).any()):
+            raise InputError("scales must be positive and finite")
+        return scales
+
     def to(self, device: str | torch.device) -> ClipModel:
         """Moves the module to ``device``; returns ``self``."""
         self.module.to(device)

@@ -306,3 +306,26 @@ def test_the_packaged_series_is_only_written_by_its_own_run(tmp_path, capsys):
         with pytest.raises(SystemExit, match="packaged training series"):
             main(argv + ["--workers", "0", "--eval-every", "0"])
     assert not (tmp_path / "open_clip_model.safetensors").exists()
+
+
+def test_the_printed_training_command_sets_every_recorded_setting():
+    """Chapter 0 prints training_command(recorded recipe): parsed back, it gives every setting
+    the shipped model was trained with (those without an option are printed beside it)."""
+    import json
+    import shlex
+
+    from eclip_core.world.embedded import EMBEDDED_DIR
+    from eclip_core.world.train import COMMAND_OPTIONS, parse_args, training_command
+
+    recipe = json.loads((EMBEDDED_DIR / "metrics.json").read_text())["training"]
+    command = training_command(recipe)
+    args = vars(parse_args(shlex.split(command)[3:]))
+    for key in COMMAND_OPTIONS:
+        if key in recipe:
+            got = list(args[key]) if isinstance(args[key], (list, tuple)) else args[key]
+            want = list(recipe[key]) if isinstance(recipe[key], (list, tuple)) else recipe[key]
+            assert got == want, key
+    assert args["shuffle_captions"] == recipe["shuffle_captions"]
+    assert "--hard-fraction 0.5" in command and "--checkpoints 20 60 160 450 1250 3500" in command
+    shuffled = training_command({**recipe, "shuffle_captions": True, "checkpoints": []})
+    assert shuffled.endswith("--shuffle-captions") and "--checkpoints" not in shuffled

@@ -219,6 +219,34 @@ def test_truth_findings_read_faithful_grad_eclip():
     assert f.interval.estimate == 0.5 and f.verdict == HERE
 
 
+def test_dose_findings_read_the_largest_dose_and_the_right_measures():
+    from eclip_core.paper import dose
+
+    arms = [dose.Arm("keep-size", m) for m in (1, 4, 2)] + [dose.Arm("all three", 4), dose.Arm("one head")]
+    values = {("keep-size x4", "shapley_correlation"): Interval(-0.2, -0.3, -0.1, 32),
+              ("all three x4", "shapley_correlation"): Interval(-0.2, -0.3, 0.1, 32),
+              ("keep-size x4", "deletion_auc"): Interval(0.04, 0.02, 0.06, 32)}
+
+    def difference(arm, column, level=0.95):
+        return values.get((arm.label, column), Interval(9, 9, 9, 32)), None
+
+    study = SimpleNamespace(arms=arms, difference=difference, per_item={"deletion_auc": []})
+    found = {f.key: f for f in vd.dose_findings(study, "m")}
+    assert found["b.cost.keep-size"].verdict == HERE and "keep-size x4" in found["b.cost.keep-size"].measured
+    assert found["b.cost.published"].verdict == "not shown"
+    assert found["book.deletion-sees-cost"].verdict == "contradicted"
+    study.arms = [dose.Arm("keep-size", 1), dose.Arm("one head")]
+    assert vd.dose_findings(study, "m") == []  # no enlarged input, nothing to say about its cost
+
+
+def test_text_findings_read_the_maps_interval():
+    (f,) = vd.text_findings({"map": Interval(0.1, -0.1, 0.3, 24), "position": Interval(-0.3, -0.4, -0.2, 24)}, "m")
+    assert f.key == "book.text" and f.verdict == "not shown" and f.interval.estimate == 0.1
+    (f,) = vd.text_findings({"map": Interval(0.3, 0.1, 0.5, 24), "position": Interval(-0.3, -0.4, -0.2, 24)}, "m")
+    assert f.verdict == HERE
+    assert vd.text_findings({}, "m") == []
+
+
 # ----------------------------------------------------------------------------- the stored book
 
 

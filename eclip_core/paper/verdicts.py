@@ -259,6 +259,10 @@ STATED: dict[str, str] = {
     "P2.grad_eclip": "not shown",
     "P2.controls": "holds on this model",
     "book.truth": "holds on this model",
+    "b.cost.keep-size": "holds on this model",
+    "b.cost.published": "holds on this model",
+    "book.deletion-sees-cost": "contradicted",
+    "book.text": "not shown",
 }
 
 
@@ -392,6 +396,45 @@ def truth_findings(study: Any, model: str) -> list[Finding]:
     return [Finding("book.truth", "book", "Grad-ECLIP's maps rank objects as their effects do",
                     "Shapley correlation of faithful Grad-ECLIP", study.intervals("shapley_correlation")["grad_eclip"],
                     Rule("above", 0.0), model, "chapter 8")]
+
+
+def dose_findings(study: Any, model: str) -> list[Finding]:
+    """Chapter 8's dose study (:class:`~eclip_core.paper.dose.DoseStudy`), at its largest dose:
+    whether the keep-size input alone, and all three departures together, make the maps worse
+    explanations of the deployed model (arm - reference Shapley correlation, positive better,
+    below 0), and whether the deletion metric sees the keep-size input's cost (its difference
+    below 0 too)."""
+    arms = {(a.departure, a.dose): a for a in study.arms}
+    doses = [a.dose for a in study.arms if a.departure == "keep-size"]
+    if not doses or max(doses) == 1:
+        return []
+    dose = max(doses)
+    out = []
+    for departure, key, said in (("keep-size", "b.cost.keep-size", "the keep-size input"),
+                                 ("all three", "b.cost.published", "the published recipe (all three)")):
+        arm = arms.get((departure, dose))
+        if arm is not None:
+            out.append(Finding(key, "b", f"{said} makes the maps worse explanations",
+                               f"{arm.label} - reference, Shapley correlation (positive: better)",
+                               study.difference(arm, "shapley_correlation")[0], Rule("below", 0.0), model,
+                               "chapter 8"))
+    arm = arms.get(("keep-size", dose))
+    if arm is not None and "deletion_auc" in study.per_item:
+        out.append(Finding("book.deletion-sees-cost", "book", "deletion sees what the keep-size input costs",
+                           f"{arm.label} - reference, deletion AUC (positive: better)",
+                           study.difference(arm, "deletion_auc")[0], Rule("below", 0.0), model, "chapter 8"))
+    return out
+
+
+def text_findings(intervals: Mapping[str, Interval], model: str) -> list[Finding]:
+    """Chapter 6 (:func:`~eclip_core.paper.text_truth.agreement_intervals`): whether the text
+    branch's token maps rank a caption's colour and shape words as their substitution effects do
+    (the mean Spearman correlation above 0, which a uniform map scores)."""
+    if "map" not in intervals:
+        return []
+    return [Finding("book.text", "book", "the text branch shows the words the match rests on",
+                    "token map vs substitution effects, mean Spearman over captions", intervals["map"],
+                    Rule("above", 0.0), model, "chapter 6")]
 
 
 def show(findings: Iterable[Finding]) -> list[Finding]:

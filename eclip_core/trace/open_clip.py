@@ -15,6 +15,7 @@ grid other than the model's own, with bicubically interpolated positional embedd
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -405,6 +406,23 @@ class OpenClipModel(ClipModel):
         if not isinstance(b.ls_1, (torch.nn.Identity, LayerScale)):
             raise UnsupportedModelError(f"block {block}'s layer scale is {type(b.ls_1).__name__}")
         return b.attn.out_proj.weight, b.attn.out_proj.bias, getattr(b.ls_1, "gamma", None)
+
+    def rescaled_query_key(self, scales: torch.Tensor, block: int = -1) -> ClipModel:
+        blocks = self._visual.transformer.resblocks
+        if not -len(blocks) <= block < len(blocks):
+            raise InputError(f"block must index the model's {len(blocks)} vision blocks, got {block}")
+        width = blocks[block].attn.in_proj_weight.shape[1]
+        scales = self._check_scales(scales, width)
+        module = copy.deepcopy(self.module)
+        attn = vision_tower(module).transformer.resblocks[block].attn
+        with torch.no_grad():
+            s = scales.to(attn.in_proj_weight.dtype).to(attn.in_proj_weight.device)
+            attn.in_proj_weight[:width] *= s[:, None]
+            attn.in_proj_weight[width:2 * width] /= s[:, None]
+            if attn.in_proj_bias is not None:
+                attn.in_proj_bias[:width] *= s
+                attn.in_proj_bias[width:2 * width] /= s
+        return self.with_module(module)
 
     def patch_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         self.check_images(images)

@@ -479,6 +479,30 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- command line
 
 
+#: The recorded settings the command line sets, in its order (``min_lr`` and ``log_every`` have
+#: no option: they are printed beside the command).
+COMMAND_OPTIONS = ("steps", "batch_size", "lr", "warmup_steps", "weight_decay", "seed", "data_seed", "threads",
+                   "workers", "multi_fraction", "hard_fraction", "twin_fraction", "partial_fraction",
+                   "style_fraction", "style_ramp", "checkpoints", "positives", "eval_every", "device")
+
+
+def training_command(recipe: dict) -> str:
+    """The command that trains with every setting of a recorded ``recipe`` (the ``training``
+    entry of a model's metrics.json), each option spelled out, defaults included."""
+    parts = ["python -m eclip_core.world.train"]
+    for key in COMMAND_OPTIONS:
+        if key not in recipe:
+            continue
+        value = recipe[key]
+        values = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        if isinstance(value, (list, tuple)) and not value:
+            continue
+        parts.append(f"--{key.replace('_', '-')} {values}")
+    if recipe.get("shuffle_captions"):
+        parts.append("--shuffle-captions")
+    return " ".join(parts)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
