@@ -151,6 +151,24 @@ def test_sample_photographs_and_the_embedded_models_prompts(embedded):
     assert photos.reads_prompts(embedded, ["a red circle"]) and not photos.reads_prompts(embedded, ["a red dog"])
 
 
+def test_photographs_at_the_published_scale(embedded):
+    """The short side at most 640/224 times the model's input (64 px: 183), aspect kept; a
+    smaller photograph untouched; the published keep-size grid then about 2.9 times the model's."""
+    samples = photos.load_photos()
+    scaled = photos.at_published_scale(samples, embedded)
+    for before, after in zip(samples, scaled):
+        w, h = before.image.size
+        assert min(after.image.size) == min(183, min(w, h))
+        assert abs(after.image.size[0] / after.image.size[1] - w / h) < 0.01
+        assert (after.name, after.prompts) == (before.name, before.prompts)
+    small = photos.Photo("small", Image.new("RGB", (100, 80)), ("a red circle",))
+    assert photos.at_published_scale([small], embedded)[0] is small
+    grid = embedded.prepare([scaled[0].image], keep_size=True)[0].shape[-1] // embedded.patch_size[0]
+    assert 2.5 < grid / embedded.grid_size[0] < 3.2
+    with pytest.raises(InputError, match="at least 1"):
+        photos.at_published_scale(samples, embedded, scale=0.5)
+
+
 def test_the_world_is_drawn_at_the_models_size(embedded, one_head_clip):
     assert shapes.world_size(embedded) == shapes.IMAGE_SIZE
     assert shapes.world_size(one_head_clip) == 224

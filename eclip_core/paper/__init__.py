@@ -1,7 +1,8 @@
 """The book's studies: what each chapter measures, as functions of a sample, with the claims it
 states from them -- P1 (:mod:`.p1`), P2 (:mod:`.p2`), the published code's cost
 (:mod:`.misalignment`), the counterfactual truth (:mod:`.counterfactual`), what each departure costs dose by dose
-(:mod:`.dose`), the same model written with other weights (:mod:`.rescaled`), photographs
+(:mod:`.dose`), the same model written with other weights (:mod:`.rescaled`), the text branch
+against word substitutions (:mod:`.text_truth`), photographs
 (:mod:`.photos`), which explainers are the same function (:mod:`.atlas`), the derivations
 in sympy (:mod:`.symbolic`), and the findings each chapter records with the closing chapter's
 verdict table (:mod:`.verdicts`).

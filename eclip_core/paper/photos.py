@@ -14,6 +14,10 @@ Without a folder, :func:`load_photos` returns four of scikit-image's sample phot
 (an astronaut, a cup of coffee, a cat, a rocket; all in the public domain or CC0), each
 with two prompts: the object it shows and another.
 
+:func:`at_published_scale` shrinks photographs to the enlargement the published code works at
+for ViT-B/16 (a keep-size input at most 640/224 times the model's input), so that a model with a
+smaller input is not shown maps stretched from a grid many times finer than that.
+
 The embedded model reads only the 20 words of the shapes world, so it cannot read a
 photograph's prompts; :func:`photo_texts` then explains, for each photograph, the shapes
 prompts the model itself ranks highest on it, and says so.
@@ -29,7 +33,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..evaluation import zero_shot_scores
-from ..inputs import load_image
+from ..inputs import KEEP_SIZE_SHORT_SIDE, load_image
 from ..models import Model, as_model
 from ..world import shapes
 
@@ -108,6 +112,32 @@ def load_photos(folder: str | Path | None = None) -> list[Photo]:
             raise InputError(f"{name}: {err}") from None
         photos.append(Photo(name, image, prompts))
     return photos
+
+
+#: The published code's scale for ViT-B/16: its keep-size input's short side (640) over the
+#: model's input side (224), about 2.9.
+PUBLISHED_SCALE = KEEP_SIZE_SHORT_SIDE / 224
+
+
+def at_published_scale(photos: Sequence[Photo], model: Model, scale: float = PUBLISHED_SCALE) -> list[Photo]:
+    """The photographs shrunk (aspect kept, bicubic) so that the short side is at most ``scale``
+    times the model's input side: the published code explains a photograph for ViT-B/16 at most
+    640/224 times its input, so a model with a smaller input is shown its maps at the same
+    enlargement rather than stretched from a grid many times finer. Smaller photographs are
+    kept as they are."""
+    if not scale >= 1:
+        raise InputError(f"scale must be at least 1 (the model's own input), got {scale!r}")
+    side = round(scale * min(as_model(model).image_size))
+    out = []
+    for photo in photos:
+        width, height = photo.image.size
+        short = min(width, height)
+        if short <= side:
+            out.append(photo)
+            continue
+        size = (max(1, round(width * side / short)), max(1, round(height * side / short)))
+        out.append(Photo(photo.name, photo.image.resize(size, Image.Resampling.BICUBIC), photo.prompts))
+    return out
 
 
 def reads_prompts(model: Model, prompts: Sequence[str]) -> bool:
