@@ -147,7 +147,7 @@ def constructed(differences, column="shapley_correlation", reference_dose2=0.0):
         rows.append({"arm": "reference", "dose": 2, "scene": i, "item": i, "rho": 1.0, column: reference_dose2})
         rows.append({"arm": "keep-size x2", "dose": 2, "scene": i, "item": i, "rho": 0.5,
                      column: reference_dose2 + d})
-    return dose.DoseStudy(pd.DataFrame(rows), [dose.Arm("keep-size", 2)], len(differences))
+    return dose.DoseStudy(pd.DataFrame(rows), [dose.Arm("keep-size", 2)])
 
 
 def test_differences_are_signed_so_that_positive_is_better():
@@ -197,7 +197,7 @@ def test_trend_reads_a_cost_growing_with_the_dose():
                          "shapley_correlation": 0.5})
             rows.append({"arm": f"keep-size x{m}", "dose": m, "scene": i // 2, "item": i, "rho": 1.0,
                          "shapley_correlation": 0.5 - 0.1 * m + 0.01 * np.sin(i + m)})
-    study = dose.DoseStudy(pd.DataFrame(rows), [dose.Arm("keep-size", m) for m in (1, 2, 3, 4)], 30)
+    study = dose.DoseStudy(pd.DataFrame(rows), [dose.Arm("keep-size", m) for m in (1, 2, 3, 4)])
     growth = dose.trend(study, "keep-size")
     assert growth.estimate == pytest.approx(-1.0) and growth.n == 15  # scenes, not items
     with pytest.raises(InputError, match="3 doses"):

@@ -142,17 +142,16 @@ class DoseStudy:
     ``per_item``: one row per arm (``"reference"`` at each dose too) and item: ``arm``,
     ``departure``, ``dose``, ``scene``, ``item``, ``rho`` (the map's rank correlation with the
     reference map of the same dose), ``shapley_correlation`` and the AUCs measured.
-    ``arms``: the arms, in order; ``n_scenes``: the scenes; ``seed``: of every resample.
+    ``arms``: the arms, in order; ``seed``: of every resample.
     """
 
     per_item: pd.DataFrame
     arms: list[Arm]
-    n_scenes: int
     seed: int = 0
 
-    def _paired(self, arm: Arm, column: str) -> np.ndarray:
-        """(scenes, 2): per scene, the sum over its items of arm - reference (signed so that
-        positive is better; for ``rho`` the arm's own value) and the item count."""
+    def signed(self, arm: Arm, column: str) -> pd.DataFrame:
+        """Per item (index), its ``scene`` and ``value``: arm - reference of the same dose on
+        ``column``, signed so that positive is better (for ``rho``, the arm's own value)."""
         rows = self.per_item
         mine = rows[rows["arm"] == arm.label].set_index("item")
         if column == "rho":
@@ -161,8 +160,11 @@ class DoseStudy:
             reference = rows[(rows["arm"] == "reference") & (rows["dose"] == arm.dose)].set_index("item")
             sign = 1.0 if higher_is_better(column) else -1.0
             values = sign * (mine[column] - reference.loc[mine.index, column])
-        frame = pd.DataFrame({"scene": mine["scene"], "value": values})
-        return frame.groupby("scene")["value"].agg(["sum", "count"]).to_numpy()
+        return pd.DataFrame({"scene": mine["scene"], "value": values})
+
+    def _paired(self, arm: Arm, column: str) -> np.ndarray:
+        """(scenes, 2): per scene, the sum of :meth:`signed` over its items and the item count."""
+        return self.signed(arm, column).groupby("scene")["value"].agg(["sum", "count"]).to_numpy()
 
     def difference(self, arm: Arm, column: str, level: float = 0.95) -> tuple[Interval, np.ndarray]:
         """Arm - reference on ``column`` (positive: the departure explains better), with its
@@ -178,15 +180,8 @@ class DoseStudy:
 
     def verdict(self, arm: Arm, column: str) -> str:
         """One of :data:`VERDICTS` for arm - reference on ``column`` (see the module)."""
-        margin = MARGINS[column]
-        wide, replicates = self.difference(arm, column)
-        low, high = percentile_interval(replicates, 0.90)
-        small = bool(-margin < low and high < margin)
-        if wide.high < 0:
-            return "slightly worse" if small else "worse"
-        if wide.low > 0:
-            return "slightly better" if small else "better"
-        return "equivalent" if small else "not shown"
+        return _verdict(*self.difference(arm, column), column)
+
 
     def table(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per arm: the maps' rank correlation with the reference, and per measure the
@@ -197,13 +192,27 @@ class DoseStudy:
             rho = self.difference(arm, "rho")[0]
             row: dict[str, object] = {"arm": arm.label, "dose": arm.dose, "rho": rho.estimate}
             for column in measured:
-                interval = self.difference(arm, column)[0]
+                interval, replicates = self.difference(arm, column)
                 name = MEASURES[column]
                 row.update({name: interval.estimate, f"{name}_low": interval.low, f"{name}_high": interval.high,
-                            f"{name}_verdict": self.verdict(arm, column)})
+                            f"{name}_verdict": _verdict(interval, replicates, column)})
             row["n"] = rho.n
             rows.append(row)
         return pd.DataFrame(rows).set_index("arm")
+
+
+def _verdict(wide: Interval, replicates: np.ndarray, column: str) -> str:
+    """The words for a difference on ``column`` with its 95% interval ``wide`` and bootstrap
+    ``replicates``: shown (95% interval off 0) and small (90% interval inside the column's
+    margin, :data:`MARGINS`; TOST) or not."""
+    margin = MARGINS[column]
+    low, high = percentile_interval(replicates, 0.90)
+    small = bool(-margin < low and high < margin)
+    if wide.high < 0:
+        return "slightly worse" if small else "worse"
+    if wide.low > 0:
+        return "slightly better" if small else "better"
+    return "equivalent" if small else "not shown"
 
 
 def dose_study(model: Model, scenes: Sequence[shapes.Scene], *, arms: Sequence[Arm] | None = None,
@@ -235,18 +244,15 @@ def dose_study(model: Model, scenes: Sequence[shapes.Scene], *, arms: Sequence[A
     target_index = [distinct.index(t.prompt) for _, t in items]
     images = [s.image for s in scenes]
     frames = []
-    references: dict[int, torch.Tensor] = {}
     for dose in sorted({a.dose for a in chosen}):
         native = clip.native_input([enlarge(im, dose) for im in images])
         inputs = native[[t.scene for _, t in items]]
-        references[dose] = _flatten(arm_maps(clip, images, texts, Arm("none", dose)), items)
-        frames.append(_measure(clip, known, items, references[dose], references[dose], inputs, distinct,
-                               target_index, "reference", "none", dose, steps, road, road_steps, seed))
-        for arm in (a for a in chosen if a.dose == dose):
-            maps = _flatten(arm_maps(clip, images, texts, arm), items)
-            frames.append(_measure(clip, known, items, maps, references[dose], inputs, distinct, target_index,
+        reference = _flatten(arm_maps(clip, images, texts, Arm("none", dose)), items)
+        for arm in [Arm("none", dose)] + [a for a in chosen if a.dose == dose]:
+            maps = reference if arm.departure == "none" else _flatten(arm_maps(clip, images, texts, arm), items)
+            frames.append(_measure(clip, known, items, maps, reference, inputs, distinct, target_index,
                                    arm.label, arm.departure, dose, steps, road, road_steps, seed))
-    return DoseStudy(pd.concat(frames, ignore_index=True), chosen, len(scenes), seed)
+    return DoseStudy(pd.concat(frames, ignore_index=True), chosen, seed)
 
 
 def _flatten(maps: torch.Tensor, items: list[tuple[int, cf.Target]]) -> torch.Tensor:
@@ -288,12 +294,5 @@ def trend(study: DoseStudy, departure: str, column: str = "shapley_correlation")
     chosen = sorted((a for a in study.arms if a.departure == departure), key=lambda a: a.dose)
     if len(chosen) < 3:
         raise InputError(f"a trend needs {departure!r} at 3 doses or more; the study has {len(chosen)}")
-    rows = study.per_item
-    sign = 1.0 if higher_is_better(column) else -1.0
-    columns = []
-    for arm in chosen:
-        mine = rows[rows["arm"] == arm.label].set_index("item")
-        reference = rows[(rows["arm"] == "reference") & (rows["dose"] == arm.dose)].set_index("item")[column]
-        difference = sign * (mine[column] - reference.loc[mine.index])
-        columns.append(difference.groupby(mine["scene"]).mean().sort_index().to_numpy())
+    columns = [study.signed(arm, column).groupby("scene")["value"].mean().sort_index().to_numpy() for arm in chosen]
     return monotone_trend([a.dose for a in chosen], np.stack(columns, axis=1), seed=study.seed)[0]

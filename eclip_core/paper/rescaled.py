@@ -70,7 +70,7 @@ def pieces(model: Model, known: cf.Truth, which: Sequence[int] | None = None) ->
     texts: list[list[str]] = [[] for _ in known.scenes]
     for t in known.targets:
         texts[t.scene].append(t.prompt)
-    targets, lengths = clip.paired_text_embeddings(texts, len(known.scenes))
+    targets, _ = clip.paired_text_embeddings(texts, len(known.scenes))
     parts = image_eclip_parts(clip, x, targets, route="grad", loosened=False)
     last = parts.trace.blocks[-1]
     q, k = merge_heads(last.q)[:, 0].detach(), merge_heads(last.k)[:, 1:].detach()

@@ -494,10 +494,11 @@ def training_command(recipe: dict) -> str:
         if key not in recipe:
             continue
         value = recipe[key]
-        values = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-        if isinstance(value, (list, tuple)) and not value:
-            continue
-        parts.append(f"--{key.replace('_', '-')} {values}")
+        if isinstance(value, (list, tuple)):
+            if not value:
+                continue
+            value = " ".join(map(str, value))
+        parts.append(f"--{key.replace('_', '-')} {value}")
     if recipe.get("shuffle_captions"):
         parts.append("--shuffle-captions")
     return " ".join(parts)
@@ -603,12 +604,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     record = {"metrics": metrics, "n_parameters": n_parameters,
               "training": {**recipe, "train_seconds": summary["train_seconds"],
                            "first_loss": summary["first_loss"], "final_loss": summary["final_loss"],
-                           "command": "python -m eclip_core.world.train " + " ".join(
-                               f"--{k.replace('_', '-')} {v}" for k, v in recipe.items()
-                               if k in ("steps", "batch_size", "lr", "seed", "threads", "multi_fraction",
-                                        "twin_fraction", "partial_fraction", "style_fraction", "positives"))
-                               + (" --style-ramp {} {}".format(*config.style_ramp) if any(config.style_ramp) else "")
-                               + (" --shuffle-captions" if config.shuffle_captions else "")}}
+                           "command": training_command(recipe)}}
     save_embedded(model, args.out, config.model_cfg, config.preprocess_cfg, record)
     print(f"parameters {n_parameters}, trained {summary['train_seconds']:.0f}s, saved to {args.out}")
     print(format_metrics(metrics))
